@@ -1,0 +1,78 @@
+"""The SearchSpace interface every space implements, and the space registry."""
+from __future__ import annotations
+
+import inspect
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from ..arch import Architecture
+from ..errors import InvalidArchitecture
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class SpaceDescription:
+    """What the LLM is told about a space: text level, code level, encoding rules."""
+
+    name: str
+    text: str  # operations and their purpose, in words
+    code: str  # the real source of the operations and the network builder
+    encoding: str  # how an architecture is written, and its rules
+    mutation_rules: str  # what one mutation may change
+    example: str  # one architecture in the space's string encoding
+
+
+def source_of(*objects: Callable[..., Any] | type) -> str:
+    """Source code of classes/functions, taken from the module so it cannot drift."""
+    return "\n\n".join(inspect.getsource(obj).rstrip() for obj in objects)
+
+
+class SearchSpace(ABC):
+    """A family of architectures: sample, mutate, validate, build, describe, encode."""
+
+    name: str = ""
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Architecture:
+        """A uniformly random valid architecture."""
+
+    @abstractmethod
+    def mutate(self, arch: Architecture, rng: random.Random) -> Architecture:
+        """A valid neighbour of ``arch`` (one elementary change)."""
+
+    @abstractmethod
+    def validate(self, arch: Architecture) -> None:
+        """Raise InvalidArchitecture when ``arch`` is not in this space."""
+
+    @abstractmethod
+    def build(self, arch: Architecture, *, num_classes: int = 10) -> nn.Module:
+        """A freshly initialised network for ``arch``."""
+
+    @abstractmethod
+    def describe(self) -> SpaceDescription:
+        """Text and code description for prompts."""
+
+    @abstractmethod
+    def encode(self, arch: Architecture) -> str:
+        """The space's conventional string encoding."""
+
+    @abstractmethod
+    def decode(self, text: str) -> Architecture:
+        """Parse the string encoding (never evaluated); raises InvalidArchitecture."""
+
+    def check_space(self, arch: Architecture) -> None:
+        """Shared first check of validate(): the arch names this space."""
+        if arch.space != self.name:
+            raise InvalidArchitecture(f"architecture belongs to space {arch.space!r}, not {self.name!r}")
+
+
+SPACES: Registry[Callable[..., SearchSpace]] = Registry("search space")
+
+
+def get_space(name: str, **options: Any) -> SearchSpace:
+    """Instantiate a registered space by name."""
+    return SPACES.get(name)(**options)
