@@ -1,0 +1,30 @@
+"""Shared fixtures: locating ../shared/data (fail loudly in CI, skip elsewhere)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """RZNAS_SHARED_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("RZNAS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def require_shared(relative: str) -> Path:
+    """Path inside the shared data folder; skip when absent, but fail when CI=true."""
+    path = shared_data_dir() / relative
+    if not path.exists():
+        message = f"shared data {path} is missing (set RZNAS_SHARED_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    return require_shared("")
