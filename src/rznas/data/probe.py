@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..registry import Registry
+from .paths import PathLike
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,3 +65,75 @@ def gaussian_probe(
     inputs = torch.randn(n, 3, resolution, resolution, generator=generator)
     targets = torch.randint(0, num_classes, (n,), generator=generator)
     return ProbeBatch(inputs, targets, num_classes, batch_size, "gaussian")
+
+
+# --- probe factories: one registered builder per probe data source -------------------
+
+ProbeFactory = Callable[..., ProbeBatch]
+PROBE_SOURCES: Registry[ProbeFactory] = Registry("probe data")
+
+
+def make_probe(
+    dataset: str,
+    *,
+    data_dir: PathLike | None = None,
+    batch_size: int = 64,
+    chunks: int = 2,
+    seed: int = 0,
+    resolution: int | None = None,
+    num_classes: int | None = None,
+) -> ProbeBatch:
+    """A seeded probe batch from ``dataset`` ("gaussian", "cifar10", "cifar100").
+
+    ``resolution`` resizes real images (average pooling, e.g. 32 -> 16 for an
+    ImageNet16-120 network) and ``num_classes`` is the network's class count; the
+    probe's ``source`` string records both the data and any resizing.
+    """
+    if batch_size < 1 or chunks < 1:
+        raise ConfigError(f"probe batch size and chunk count must be positive, got {batch_size} and {chunks}")
+    if resolution is not None and resolution < 1:
+        raise ConfigError(f"probe resolution must be positive, got {resolution}")
+    factory = PROBE_SOURCES.get(dataset)
+    return factory(
+        data_dir=data_dir, batch_size=batch_size, chunks=chunks, seed=seed, resolution=resolution, num_classes=num_classes
+    )
+
+
+@PROBE_SOURCES.register("gaussian")
+def _gaussian_source(
+    *, data_dir: PathLike | None, batch_size: int, chunks: int, seed: int, resolution: int | None, num_classes: int | None
+) -> ProbeBatch:
+    """Synthetic images: needs no data folder (``data_dir`` is ignored)."""
+    return gaussian_probe(
+        batch_size=batch_size, chunks=chunks, resolution=resolution or 32, num_classes=num_classes or 10, seed=seed
+    )
+
+
+def _cifar_source(name: str) -> ProbeFactory:
+    def factory(
+        *, data_dir: PathLike | None, batch_size: int, chunks: int, seed: int, resolution: int | None, num_classes: int | None
+    ) -> ProbeBatch:
+        from .cifar import load_cifar
+
+        data = load_cifar(name, data_dir=data_dir, split="train")
+        n = batch_size * chunks
+        if n > len(data):
+            raise ConfigError(f"a probe of {chunks} x {batch_size} images needs {n} images; {name} has {len(data)}")
+        classes = num_classes or data.num_classes
+        if classes < data.num_classes:
+            raise ConfigError(f"{name} has {data.num_classes} classes; a network with {classes} outputs cannot score it")
+        generator = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(len(data), generator=generator)[:n]
+        inputs, targets = data.tensors(indices)
+        source = data.source
+        if resolution is not None and resolution != inputs.shape[-1]:
+            inputs = F.adaptive_avg_pool2d(inputs, resolution)
+            source = f"{source}@{resolution}px"
+        return ProbeBatch(inputs.contiguous(), targets, classes, batch_size, source)
+
+    factory.__doc__ = f"A seeded random sample of {name} training images with their labels."
+    return factory
+
+
+for _name in ("cifar10", "cifar100"):
+    PROBE_SOURCES.register(_name)(_cifar_source(_name))

@@ -1,0 +1,117 @@
+"""`rznas bench KIND`: benchmarks; each kind registers its own sub-parser in BENCHES.
+
+`rznas bench correlation` measures Kendall tau / Spearman rho of proxies against
+NAS-Bench-201 200-epoch test accuracy (see rznas.benchmarks.correlation).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import COMMANDS, AddParser
+from ..errors import ConfigError
+from ..registry import Registry
+
+BENCHES: Registry[AddParser] = Registry("benchmark")
+
+
+@COMMANDS.register("bench")
+def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Register `rznas bench` and every registered benchmark kind under it."""
+    parser = subparsers.add_parser("bench", help="run a benchmark (see `rznas bench -h`)")
+    kinds = parser.add_subparsers(dest="bench", metavar="KIND")
+    for name in BENCHES.names():
+        BENCHES.get(name)(kinds)
+    parser.set_defaults(func=lambda args: _no_kind(parser))
+    return parser
+
+
+def _no_kind(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+@BENCHES.register("correlation")
+def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Register `rznas bench correlation`."""
+    parser = kinds.add_parser(
+        "correlation",
+        help="rank correlation of proxies with NB201 test accuracy",
+        description="Kendall tau and Spearman rho of zero-cost proxies against NAS-Bench-201 200-epoch "
+        "test accuracy on N seeded architectures (the same sample for every proxy). Resumable: "
+        "results are appended to a JSONL file in --out as each architecture finishes.",
+    )
+    parser.add_argument("--space", default="nb201", help="benchmark space (default: nb201)")
+    parser.add_argument("--dataset", required=True, help="cifar10, cifar100 or imagenet16")
+    parser.add_argument("--proxies", required=True, help="comma-separated proxy names")
+    parser.add_argument("--samples", type=int, required=True, help="number of architectures N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, probe and weights (default: 0)")
+    parser.add_argument(
+        "--probe-data",
+        help="images fed to the networks: cifar10, cifar100 or gaussian "
+        "(default: the dataset itself when its images are available)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="probe batch size (default: 64)")
+    parser.add_argument("--data-dir", help="data root with the CIFAR folders (default: $RZNAS_DATA_DIR)")
+    parser.add_argument(
+        "--nb201", help="NB201 ground truth: compact-table folder or NATS-Bench file (default: $RZNAS_NB201_DIR, "
+        "else <data dir>/nb201)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("rznas-bench"), help="output folder (default: ./rznas-bench)")
+    parser.add_argument("--json", action="store_true", help="print the JSON summary instead of the Markdown table")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); recorded")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.set_defaults(func=run_correlation_command)
+    return parser
+
+
+def run_correlation_command(args: argparse.Namespace) -> int:
+    """Resolve data and ground truth, run (or resume) the benchmark, print the result."""
+    from ..benchmarks.correlation import (
+        GROUND_TRUTH,
+        CorrelationConfig,
+        choose_probe_data,
+        chunks_needed,
+        prepare_probe,
+        run_correlation,
+    )
+    from ..proxies import get_proxy
+    from .score import parse_names
+
+    import torch
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    names = parse_names(args.proxies)
+    proxies = [get_proxy(name) for name in names]
+    open_truth = GROUND_TRUTH.get(args.space)
+    ground_truth = open_truth(args.nb201, data_dir=args.data_dir)
+    dataset = ground_truth.dataset(args.dataset).name
+    config = CorrelationConfig(
+        dataset=dataset,
+        proxies=tuple(names),
+        samples=args.samples,
+        seed=args.seed,
+        space=args.space,
+        probe_data=choose_probe_data(dataset, args.probe_data, data_dir=args.data_dir),
+        batch_size=args.batch_size,
+        chunks=chunks_needed(proxies),
+    )
+    probe = prepare_probe(config, ground_truth, data_dir=args.data_dir)
+    summary = run_correlation(
+        config,
+        ground_truth=ground_truth,
+        probe=probe,
+        out_dir=args.out,
+        progress=None if args.quiet else sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(Path(summary["files"]["md"]).read_text(encoding="utf-8"), end="")
+        print(f"\nwritten: {summary['files']['json']}, {summary['files']['md']}, {summary['files']['jsonl']}")
+    return 0
