@@ -5,6 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models run fastest single-threaded, and 2-core CI machines are shared by the suite's
+# subprocess tests: one intra-op thread keeps the suite fast and its timings stable.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
