@@ -53,3 +53,10 @@ class ParseError(RznasError):
     """A model reply could not be parsed into the requested structure."""
 
     exit_code = 6
+
+
+class BudgetExhausted(LLMError):
+    """The LLM token or cost budget (``--max-tokens`` / ``--max-cost-usd``) is spent; never retryable."""
+
+    def __init__(self, message: str):
+        super().__init__(message, retryable=False)

