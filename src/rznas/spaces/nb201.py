@@ -106,6 +106,7 @@ class NB201Network(nn.Module):
 
     def __init__(self, ops: tuple[str, ...], num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5):
         super().__init__()
+        self.genotype = tuple(ops)
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         layers: list[nn.Module] = []
         c = channels
@@ -122,6 +123,10 @@ class NB201Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.lastact(self.cells(self.stem(x)))
         return self.classifier(torch.flatten(self.global_pooling(features), 1))
+
+    def thin_network(self) -> "NB201Network":
+        """A fresh thin twin (C=1, N=1, same cell) for TE-NAS's linear-region count."""
+        return NB201Network(self.genotype, self.classifier.out_features, channels=1, cells_per_stage=1)
 
 
 _ARCH_RE = re.compile(r"^\|([^|]+)\|\+\|([^|]+)\|([^|]+)\|\+\|([^|]+)\|([^|]+)\|([^|]+)\|$")
