@@ -1,0 +1,114 @@
+"""What the training loop reads: epochs of (inputs, targets) batches, from CIFAR or tensors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import torch
+
+from ..data.cifar import CifarDataset, load_cifar
+from ..data.paths import PathLike
+from ..errors import ConfigError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainData(Protocol):
+    """A training set and a test set behind two batch iterators."""
+
+    num_classes: int
+    num_train: int
+    num_test: int
+    description: str
+
+    def train_batches(self, *, batch_size: int, seed: int, augment: bool, cutout: int) -> Iterator[Batch]:
+        """One shuffled (and possibly augmented) epoch; the order is a function of ``seed``."""
+
+    def test_batches(self, *, batch_size: int) -> Iterator[Batch]:
+        """The test set in a fixed order, unaugmented."""
+
+
+def _subset(dataset: CifarDataset, size: int | None, seed: int) -> CifarDataset:
+    if size is None:
+        return dataset
+    if size < 1:
+        raise ConfigError(f"subset size must be positive, got {size}")
+    if size >= len(dataset):
+        return dataset
+    index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
+    index = index.sort().values
+    return CifarDataset(dataset.images[index], dataset.labels[index], dataset.spec, f"{dataset.source}[{size}]")
+
+
+@dataclass
+class CifarTrainData:
+    """CIFAR-10/100 train and test splits (optionally random subsets) for the training loop."""
+
+    train: CifarDataset
+    test: CifarDataset
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test)
+
+    @property
+    def description(self) -> str:
+        return f"{self.train.source} ({self.num_train} images), {self.test.source} ({self.num_test} images)"
+
+    def train_batches(self, *, batch_size: int, seed: int, augment: bool, cutout: int) -> Iterator[Batch]:
+        return self.train.batches(batch_size, shuffle=True, augment=augment, cutout=cutout, seed=seed)
+
+    def test_batches(self, *, batch_size: int) -> Iterator[Batch]:
+        return self.test.batches(batch_size, shuffle=False)
+
+
+def cifar_train_data(
+    dataset: str,
+    *,
+    data_dir: PathLike | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+) -> CifarTrainData:
+    """Load CIFAR for training; subsets are seeded random samples of each split."""
+    train = _subset(load_cifar(dataset, data_dir=data_dir, split="train"), train_subset, seed)
+    test = _subset(load_cifar(dataset, data_dir=data_dir, split="test"), test_subset, seed + 1)
+    return CifarTrainData(train, test)
+
+
+@dataclass
+class TensorTrainData:
+    """In-memory float tensors (already normalised), no augmentation: for tests and custom data."""
+
+    train_inputs: torch.Tensor
+    train_targets: torch.Tensor
+    test_inputs: torch.Tensor
+    test_targets: torch.Tensor
+    num_classes: int
+    description: str = "tensors"
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_inputs.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_inputs.shape[0])
+
+    def train_batches(self, *, batch_size: int, seed: int, augment: bool, cutout: int) -> Iterator[Batch]:
+        order = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(seed))
+        for start in range(0, self.num_train, batch_size):
+            index = order[start : start + batch_size]
+            yield self.train_inputs[index], self.train_targets[index]
+
+    def test_batches(self, *, batch_size: int) -> Iterator[Batch]:
+        for start in range(0, self.num_test, batch_size):
+            yield self.test_inputs[start : start + batch_size], self.test_targets[start : start + batch_size]
