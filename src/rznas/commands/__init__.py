@@ -15,7 +15,7 @@ from ..registry import Registry
 AddParser = Callable[["argparse._SubParsersAction"], argparse.ArgumentParser]
 COMMANDS: Registry[AddParser] = Registry("command")
 
-MODULES = ["list_cmd"]
+MODULES = ["list_cmd", "score", "bench", "train", "export", "search", "cache"]
 
 
 def load_all() -> None:

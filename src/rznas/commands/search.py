@@ -1,0 +1,146 @@
+"""`rznas search`: run, resume or replay an RZ-NAS search (see docs/search.md)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from . import COMMANDS
+
+# flag dest -> config key, for flags that map 1:1 onto SearchConfig
+_VALUE_FLAGS = {
+    "space": "space",
+    "proxy": "proxy",
+    "proposer": "proposer",
+    "llm": "llm",
+    "llm_base_url": "llm_base_url",
+    "population": "population",
+    "iterations": "iterations",
+    "seed": "seed",
+    "max_cost_usd": "max_cost_usd",
+    "max_tokens": "max_tokens",
+    "temperature": "temperature",
+    "selection": "selection",
+    "data": "data",
+    "data_dir": "data_dir",
+    "nb201": "nb201",
+    "max_params": "max_params",
+    "max_flops": "max_flops",
+    "max_layers": "max_layers",
+    "repair_attempts": "repair_attempts",
+    "constrain_arch": "constrain_arch",
+}
+_SWITCHES = {
+    "no_reflection": "reflection",
+    "no_example": "example",
+    "no_code_description": "code_description",
+    "no_text_description": "text_description",
+}
+
+
+@COMMANDS.register("search")
+def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "search",
+        help="run an RZ-NAS search (evolution with LLM-guided mutation and reflection)",
+        description="Evolutionary search scored by a zero-cost proxy, with LLM (RZ-NAS) or random mutation. "
+        "Settings: defaults <- --config FILE <- flags. The paper's NB201 setting is --population 100 --iterations 1500.",
+    )
+    s = argparse.SUPPRESS
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings (flags override it)")
+    run.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/search-<time>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (settings come from the run)")
+    run.add_argument("--replay", metavar="RUN_DIR", help="re-run a finished run offline from its reply cache into --out")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    what = parser.add_argument_group("search")
+    what.add_argument("--space", default=s, help="search space (default nb201)")
+    what.add_argument("--proxy", default=s, help="zero-cost proxy (default synflow); see `rznas list proxies`")
+    what.add_argument("--proposer", default=s, help="llm (RZ-NAS, default) or random")
+    what.add_argument("--population", type=int, default=s, metavar="N", help="population size (default 20; paper 100)")
+    what.add_argument("--iterations", type=int, default=s, metavar="T", help="iterations (default 30; paper 1500)")
+    what.add_argument("--seed", type=int, default=s, metavar="S", help="random seed (default 0)")
+    what.add_argument("--selection", default=s, help="parent selection: uniform (default), best, tournament")
+    what.add_argument("--data", default=s, help="probe data: gaussian (default), cifar10, cifar100")
+    what.add_argument("--data-dir", default=s, metavar="DIR", help="data folder (else $RZNAS_DATA_DIR)")
+    what.add_argument("--nb201", default=s, metavar="PATH", help="NB201 ground truth for the final report")
+    what.add_argument("--max-params", type=float, default=s, metavar="P", help="parameter budget (count)")
+    what.add_argument("--max-flops", type=float, default=s, metavar="F", help="FLOPs budget (multiply-adds per image)")
+    what.add_argument("--max-layers", type=int, default=s, metavar="L", help="layer budget (spaces that count layers)")
+    llm = parser.add_argument_group("LLM")
+    llm.add_argument("--llm", default=s, metavar="BACKEND:MODEL", help="local (default), openai:gpt-4o, anthropic:MODEL, scripted:NAME")
+    llm.add_argument("--llm-base-url", default=s, metavar="URL", help="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, Azure)")
+    llm.add_argument("--max-cost-usd", type=float, default=s, metavar="X", help="stop cleanly when the estimated cost reaches X")
+    llm.add_argument("--max-tokens", type=int, default=s, metavar="N", help="stop cleanly when N tokens were used")
+    llm.add_argument("--temperature", type=float, default=s, metavar="X", help="fixed temperature (default: drawn from 0.2..1.0)")
+    llm.add_argument("--repair-attempts", type=int, default=s, metavar="K", help="repairs after an invalid reply (default 1)")
+    llm.add_argument(
+        "--constrain-arch",
+        choices=["auto", "on", "off"],
+        default=s,
+        help="grammar-constrain replies to the space's encoding (default auto: only for the local backend)",
+    )
+    llm.add_argument("--no-reflection", action="store_true", default=s, help="ablation: no reflection calls or notes")
+    llm.add_argument("--no-example", action="store_true", default=s, help="ablation: no in-context example")
+    llm.add_argument("--no-code-description", action="store_true", default=s, help="ablation: no code-level space description")
+    llm.add_argument("--no-text-description", action="store_true", default=s, help="ablation: no text-level space description")
+    parser.set_defaults(func=run_command)
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Config keys for the flags the user actually gave."""
+    given = vars(args)
+    values = {key: given[dest] for dest, key in _VALUE_FLAGS.items() if dest in given}
+    values.update({key: False for dest, key in _SWITCHES.items() if given.get(dest)})
+    return values
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..search.config import resolve_config
+    from ..search.progress import Progress
+    from ..search.runner import SearchRun
+
+    progress = Progress(enabled=not args.quiet)
+    overrides = overrides_from(args)
+    if args.resume and args.replay:
+        raise ConfigError("--resume and --replay exclude each other")
+    if args.resume:
+        if args.config or args.out:
+            raise ConfigError("--resume continues RUN_DIR with its own settings; drop --config/--out")
+        run = SearchRun.resume(args.resume, overrides=overrides, progress=progress)
+    elif args.replay:
+        if overrides or args.config:
+            raise ConfigError("--replay re-runs RUN_DIR with its own settings; only --out may be given")
+        run = SearchRun.replay(args.replay, args.out or f"{args.replay.rstrip('/')}-replay", progress=progress)
+    else:
+        config = resolve_config(args.config, overrides)
+        out = args.out or str(Path("runs") / time.strftime("search-%Y%m%d-%H%M%S"))
+        run = SearchRun.start(config, out, progress=progress)
+    try:
+        result = run.run()
+    finally:
+        run.close()
+    print_result(result)
+    return 0
+
+
+def print_result(result: Any) -> None:
+    """The found architecture, its benchmark accuracy and where the files are (stdout)."""
+    if result.best is None:
+        print(f"no architecture was scored; see {result.run_dir}/trials.csv")
+        return
+    print(f"best architecture: {result.best_encoded}")
+    print(f"proxy score: {result.best.score:.6g} (trial {result.best.number})")
+    bench = result.benchmark
+    if "skipped" in bench:
+        print(f"benchmark: skipped ({bench['skipped']})")
+    else:
+        for dataset in ("cifar10", "cifar100", "imagenet16"):
+            if dataset in bench:
+                acc = bench[dataset]
+                print(f"{dataset:11s} val {acc['val_acc']:.2f}%  test {acc['test_acc']:.2f}%")
+    state = "" if result.status == "finished" else f" ({result.status}: {result.reason})"
+    print(f"run directory: {result.run_dir}{state}")

@@ -1,0 +1,183 @@
+"""Result files of a run, built from its run store only (never from live objects).
+
+``best_arch.json`` ({"arch", "score", "proxy", "benchmark", ...}), ``trials.csv`` and
+``trials.jsonl`` (every trial), ``progress.png`` (best and median population score per
+iteration) and ``validity.png`` (valid-proposal rate per iteration).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .search.trial import TrialState
+from .store import RunStore
+
+CSV_COLUMNS = [
+    "number",
+    "iteration",
+    "state",
+    "score",
+    "encoded",
+    "arch_id",
+    "reason",
+    "parent_number",
+    "parent_id",
+    "parent_score",
+    "thinking",
+    "total_s",
+]
+
+
+def _valid(row: dict[str, Any]) -> bool:
+    """Whether a trial's proposal was an architecture of the space (see TrialState)."""
+    return TrialState(row["state"]).valid_proposal
+
+
+@dataclass(frozen=True)
+class IterationStats:
+    """The population after one iteration (0 = the initial population)."""
+
+    iteration: int
+    best: float | None
+    median: float | None
+    valid_rate: float | None  # cumulative over evolution iterations
+    valid: bool | None  # this iteration's proposal (None for iteration 0)
+
+
+def population_series(rows: list[dict[str, Any]], population_size: int) -> list[IterationStats]:
+    """Best/median population score and valid-proposal rate after every iteration.
+
+    The population after any trial equals the ``population_size`` best COMPLETE trials so
+    far (adding one member and dropping the worst keeps the top N), ties kept newest first
+    as the strategy does.
+    """
+    complete: list[tuple[float, int]] = []
+    stats: list[IterationStats] = []
+    proposals = valid = 0
+    for i, row in enumerate(rows):
+        if row["state"] == "complete":
+            complete.append((row["score"], row["number"]))
+        if row["iteration"] > 0:
+            proposals += 1
+            valid += _valid(row)
+        if i + 1 < len(rows) and rows[i + 1]["iteration"] == row["iteration"]:
+            continue  # emit once per iteration, after its last trial
+        top = sorted(complete, reverse=True)[:population_size]
+        scores = [score for score, _ in top]
+        stats.append(
+            IterationStats(
+                iteration=row["iteration"],
+                best=max(scores) if scores else None,
+                median=statistics.median(scores) if scores else None,
+                valid_rate=valid / proposals if proposals else None,
+                valid=_valid(row) if row["iteration"] > 0 else None,
+            )
+        )
+    return stats
+
+
+def best_trial(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best COMPLETE trial (ties: the earliest), i.e. the best population member."""
+    complete = [r for r in rows if r["state"] == "complete"]
+    return max(complete, key=lambda r: (r["score"], -r["number"])) if complete else None
+
+
+def write_exports(rows: list[dict[str, Any]], run_dir: Path) -> None:
+    """trials.csv (flat) and trials.jsonl (every stored field)."""
+    with open(run_dir / "trials.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "total_s": row["timings"].get("total_s")})
+    with open(run_dir / "trials.jsonl", "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def write_plots(series: list[IterationStats], run_dir: Path, title: str) -> list[Path]:
+    """progress.png and validity.png (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    xs = [s.iteration for s in series if s.best is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(xs, [s.best for s in series if s.best is not None], label="best")
+    ax.plot(xs, [s.median for s in series if s.best is not None], label="median")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("proxy score")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "progress.png", dpi=100)
+    plt.close(fig)
+    written.append(run_dir / "progress.png")
+
+    evolve = [s for s in series if s.iteration > 0]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if evolve:
+        window = max(1, min(50, len(evolve) // 5 or 1))
+        flags = [1.0 if s.valid else 0.0 for s in evolve]
+        rolling = [sum(flags[max(0, i - window + 1) : i + 1]) / len(flags[max(0, i - window + 1) : i + 1]) for i in range(len(flags))]
+        ax.plot([s.iteration for s in evolve], [100 * (s.valid_rate or 0) for s in evolve], label="cumulative")
+        ax.plot([s.iteration for s in evolve], [100 * r for r in rolling], label=f"last {window}", alpha=0.7)
+        ax.legend()
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("valid proposals (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(run_dir / "validity.png", dpi=100)
+    plt.close(fig)
+    written.append(run_dir / "validity.png")
+    return written
+
+
+def write_report(
+    store: RunStore,
+    run_dir: str | Path,
+    *,
+    benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write every result file of the run in ``run_dir``; returns best_arch.json's content.
+
+    ``benchmark`` maps the best trial row to ground-truth accuracies (or a skip reason).
+    """
+    run_dir = Path(run_dir)
+    config = store.config()
+    rows = store.trial_rows()
+    write_exports(rows, run_dir)
+    best = best_trial(rows)
+    summary: dict[str, Any] = {
+        "arch": best["encoded"] if best else None,
+        "score": best["score"] if best else None,
+        "proxy": config["proxy"],
+        "benchmark": benchmark(best) if (best and benchmark) else {},
+        "space": config["space"],
+        "arch_id": best["arch_id"] if best else None,
+        "genotype": json.loads(best["arch_json"])["genotype"] if best else None,
+        "trial": best["number"] if best else None,
+        "iteration": best["iteration"] if best else None,
+        "proposer": config["proposer"],
+        "llm": config["llm"] if config["proposer"] == "llm" else None,
+        "seed": config["seed"],
+        "trials": len(rows),
+        "usage": store.usage(),
+    }
+    with open(run_dir / "best_arch.json", "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    series = population_series(rows, int(config["population"]))
+    if series:
+        try:
+            write_plots(series, run_dir, f"{config['space']} / {config['proxy']} / {config['proposer']} (seed {config['seed']})")
+        except ImportError as exc:
+            print(f"rznas: warning: plots skipped, matplotlib is not installed ({exc})", file=sys.stderr)
+    return summary

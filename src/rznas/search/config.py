@@ -1,0 +1,176 @@
+"""Search configuration: defaults, a JSON/TOML config file, and flags that override it.
+
+The defaults are sized so that ``rznas search`` with no arguments finishes on the
+embedded model on 2 CPU cores within minutes (docs/search.md has the measurement);
+the paper's NAS-Bench-201 setting is ``population=100, iterations=1500``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+from .proposers import PAPER_TEMPERATURES
+
+#: the paper's setting for NAS-Bench-201 (RZ-NAS section 1)
+PAPER_SETTING = {"population": 100, "iterations": 1500}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search run (stored resolved in the run store)."""
+
+    space: str = "nb201"
+    proxy: str = "synflow"  # data-free (gaussian probe is faithful) and cheap on CPU
+    proposer: str = "llm"
+    llm: str = "local"
+    llm_base_url: str | None = None
+    llm_timeout: float = 120.0
+    llm_max_retries: int = 5
+    price_table: dict[str, Any] | None = None
+    population: int = 20
+    iterations: int = 30
+    seed: int = 0
+    selection: str = "uniform"
+    tournament_size: int = 5
+    # torch intra-op threads for scoring (None = torch's default); 1 is fastest on a shared CPU
+    torch_threads: int | None = 1
+    # probe data for the proxy
+    data: str = "gaussian"
+    data_dir: str | None = None
+    batch_size: int = 64
+    probe_chunks: int = 2
+    # architecture budgets (None = unlimited); FLOPs are multiply-adds per image
+    max_params: float | None = None
+    max_flops: float | None = None
+    max_layers: int | None = None
+    # LLM usage budgets: the run stops cleanly when one is reached
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+    # prompt parts and reflection (the paper's ablation switches)
+    reflection: bool = True
+    example: bool = True
+    code_description: bool = True
+    text_description: bool = True
+    temperature: float | None = None  # fixed temperature; None = draw from `temperatures`
+    temperatures: tuple[float, ...] = PAPER_TEMPERATURES
+    repair_attempts: int = 1
+    # constrain replies to the space's encoding regex: "auto" = only for the local backend
+    constrain_arch: str = "auto"
+    mutate_max_tokens: int = 160
+    reflect_max_tokens: int = 80
+    max_reply_chars: int = 20_000
+    memory_recent: int = 2
+    memory_useful: int = 1
+    note_max_chars: int = 300
+    # NB201 ground truth for the final report (a folder of compact tables or NATS-Bench)
+    nb201: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        positive = ("population", "batch_size", "probe_chunks", "mutate_max_tokens", "reflect_max_tokens", "max_reply_chars")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations < 0:
+            raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
+        if self.constrain_arch not in ("auto", "on", "off"):
+            raise ConfigError(f"constrain_arch must be auto, on or off, got {self.constrain_arch!r}")
+        if self.repair_attempts < 0:
+            raise ConfigError(f"repair_attempts must be >= 0, got {self.repair_attempts}")
+
+    @property
+    def constrain(self) -> bool:
+        """Whether replies are grammar-constrained to the space's encoding."""
+        if self.constrain_arch == "auto":
+            return self.llm.split(":", 1)[0].strip().lower() == "local"
+        return self.constrain_arch == "on"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["temperatures"] = list(self.temperatures)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, origin: str = "config") -> "SearchConfig":
+        """Build from a mapping; unknown keys are an error with a "did you mean"."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for raw_key, value in data.items():
+            key = str(raw_key).replace("-", "_")
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=2, cutoff=0.6)
+                hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise ConfigError(f"{origin}: unknown setting {raw_key!r}{hint}")
+            values[key] = _coerce(key, value, known[key].default, origin)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(key: str, value: Any, default: Any, origin: str) -> Any:
+    """Light type checking of config-file values against the field's default."""
+    if value is None:
+        return None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{origin}: {key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{origin}: {key} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{origin}: {key} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{origin}: {key} must be a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{origin}: {key} must be a non-empty list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file (by extension) into a flat mapping."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif path.suffix.lower() == ".json":
+            data = json.loads(raw)
+        else:
+            raise ConfigError(f"config file {path} must end in .json or .toml")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is malformed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/object of settings")
+    section = data.get("search")
+    if isinstance(section, dict) and len(data) == 1:
+        data = section  # allow a [search] table
+    return data
+
+
+def resolve_config(file: str | Path | None, overrides: Mapping[str, Any]) -> SearchConfig:
+    """Defaults <- config file <- flags (``overrides`` holds only flags the user gave)."""
+    data: dict[str, Any] = load_config_file(file) if file is not None else {}
+    origin = str(file) if file is not None else "flags"
+    base = SearchConfig.from_dict(data, origin=origin)
+    return base.replace(**dict(overrides))
+
+
+__all__ = ["PAPER_SETTING", "SearchConfig", "load_config_file", "resolve_config"]

@@ -1,0 +1,287 @@
+"""Mutation and reflection prompts, assembled from template files shipped as package data.
+
+The mutation prompt follows RZ-NAS section 1: a system message (role and task, text-level
+and code-level description of the space, internal reflection, network construction
+rules, mutation rules, the proxy's name and its real scoring code, the reply format),
+an optional in-context example exchange, and a user message with the current reflection
+notes and "Mutate the below architecture." plus the parent's {"arch", "type", "score"}.
+Everything but the last user message is byte-identical across calls (provider-side
+prompt caching, llama.cpp prefix reuse).
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import random
+import re
+import textwrap
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Callable, Iterable
+
+from ..arch import Architecture
+from ..errors import ConfigError
+from ..llm.base import Message
+from ..proxies import base as proxy_base
+from ..proxies.base import PROXIES, Proxy, ScoringContext
+from ..registry import Registry
+from ..spaces.base import SearchSpace
+from .memory import Note
+
+#: the reply schema handed to backends for constrained decoding
+MUTATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"arch": {"type": "string"}, "thinking": {"type": "string"}},
+    "required": ["arch"],
+}
+
+#: longest "thinking" under a constrained schema (small models otherwise ramble to max_tokens)
+THINKING_MAX_CHARS = 160
+
+#: space name -> regex of its string encoding, for spaces without an ``encoding_pattern``
+ARCH_PATTERNS: Registry[Callable[[SearchSpace], str]] = Registry("architecture pattern")
+
+
+@ARCH_PATTERNS.register("nb201")
+def _nb201_pattern(space: SearchSpace) -> str:
+    from ..spaces.nb201 import EDGES, OPS
+
+    op = "(" + "|".join(re.escape(o) for o in OPS) + ")"
+    nodes: dict[int, list[str]] = {}
+    for dst, src in EDGES:
+        nodes.setdefault(dst, []).append(f"{op}~{src}")
+    return "^" + r"\+".join(r"\|" + r"\|".join(parts) + r"\|" for parts in nodes.values()) + "$"
+
+
+def arch_pattern(space: SearchSpace) -> str | None:
+    """A regex every valid encoding matches (``space.encoding_pattern`` or the registry), if known."""
+    pattern = getattr(space, "encoding_pattern", None)
+    if pattern:
+        return str(pattern)
+    return ARCH_PATTERNS.get(space.name)(space) if space.name in ARCH_PATTERNS else None
+
+
+def mutation_schema(space: SearchSpace, *, constrain: bool) -> dict[str, Any]:
+    """The reply schema; ``constrain`` adds the space's encoding regex and a short thinking.
+
+    With a grammar-constrained backend (the local one) this makes every reply a
+    well-formed architecture string, which a 135M-parameter model cannot manage alone.
+    """
+    if not constrain:
+        return MUTATION_SCHEMA
+    pattern = arch_pattern(space)
+    if pattern is None:
+        raise ConfigError(f"space {space.name!r} has no encoding pattern, so replies cannot be constrained to it")
+    return {
+        "type": "object",
+        "properties": {
+            "arch": {"type": "string", "pattern": pattern},
+            "thinking": {"type": "string", "maxLength": THINKING_MAX_CHARS},
+        },
+        "required": ["arch"],
+    }
+
+
+#: the score shown for the in-context example (as in the paper)
+EXAMPLE_SCORE = 0.9
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+@lru_cache(maxsize=None)
+def load_template(name: str) -> str:
+    """The text of ``search/prompts/<name>.txt`` (package data), without trailing newlines."""
+    try:
+        text = resources.files("rznas.search").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"prompt template {name!r} is missing from the rznas package") from None
+    return text.rstrip("\n")
+
+
+def render(name: str, **values: Any) -> str:
+    """Fill the ``{{key}}`` placeholders of a template; inserted text is never re-scanned."""
+    template = load_template(name)
+    missing = sorted({key for key in _PLACEHOLDER.findall(template) if key not in values})
+    if missing:
+        raise ConfigError(f"prompt template {name!r} needs values for {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), template)
+
+
+# ---- the proxy's real code --------------------------------------------------------------
+_INFRASTRUCTURE = {Proxy, ScoringContext}
+#: hooks of the shared gradient pass that only matter when a proxy asks for their statistic
+_STAT_HELPERS = {proxy_base.FISHER: proxy_base._fisher_hook, proxy_base.RELU_CODES: proxy_base._relu_code_hook}
+
+
+def _referenced(obj: Any) -> list[Any]:
+    """Functions/classes of rznas.proxies that the source of ``obj`` names, in order."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    module = inspect.getmodule(obj)
+    namespace = vars(module) if module else {}
+    found: list[Any] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name) and node.id in namespace:
+            target = namespace[node.id]
+            if (
+                (inspect.isfunction(target) or inspect.isclass(target))
+                and getattr(target, "__module__", "").startswith("rznas.proxies")
+                and target not in _INFRASTRUCTURE
+                and target is not obj
+                and target not in found
+            ):
+                found.append(target)
+    return found
+
+
+def proxy_source(proxy: Proxy) -> str:
+    """The scoring code of ``proxy``: its class, the shared gradient pass when it uses one,
+    and every rznas.proxies helper they call, read from the installed source."""
+    roots: list[Any] = [type(proxy)]
+    needed = set().union(*proxy.requirements.values()) if proxy.requirements else set()
+    if needed:
+        roots.append(ScoringContext._run_pass)
+    skip = [helper for stat, helper in _STAT_HELPERS.items() if stat not in needed]
+    ordered: list[Any] = []
+    queue = list(roots)
+    while queue:
+        obj = queue.pop(0)
+        if obj in ordered:
+            continue
+        ordered.append(obj)
+        queue.extend(o for o in _referenced(obj) if o not in ordered and o not in queue and o not in skip)
+    parts = []
+    for obj in ordered:
+        source = textwrap.dedent(inspect.getsource(obj)).rstrip()
+        if obj is ScoringContext._run_pass:
+            source = f"# method of ScoringContext (the gradient pass shared by proxies)\n{source}"
+        parts.append(source)
+    return "\n\n".join(parts)
+
+
+# ---- mutation prompt --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptOptions:
+    """Which optional parts the mutation prompt holds (the paper's ablation switches)."""
+
+    text_description: bool = True
+    code_description: bool = True
+    example: bool = True
+    reflection: bool = True  # reflection notes section (and the reflection calls)
+
+
+def parent_json(encoded: str, proxy: str, score: float) -> str:
+    """The paper's {"arch", "type", "score"} object for a user message."""
+    return json.dumps({"arch": encoded, "type": proxy, "score": float(f"{score:.6g}")})
+
+
+class MutationPrompt:
+    """Builds the chat messages that ask an LLM for one mutation of a parent."""
+
+    def __init__(self, space: SearchSpace, proxy: Proxy, options: PromptOptions = PromptOptions()):
+        self.space = space
+        self.proxy = proxy
+        self.options = options
+        self.description = space.describe()
+        self.example_input = space.decode(self.description.example)
+        # the example answer: one fixed mutation of the example (deterministic, seed 0)
+        self.example_answer: Architecture = space.mutate(self.example_input, random.Random(0))
+        self.system = self._system()
+        self.prefix = self._prefix()
+
+    def _system(self) -> str:
+        d = self.description
+        parts = [render("role")]
+        if self.options.text_description:
+            parts.append(render("space_text", space=d.name, text=d.text))
+        if self.options.code_description:
+            parts.append(render("space_code", code=d.code))
+        parts.append(render("internal_reflection"))
+        parts.append(render("construction", encoding=d.encoding))
+        parts.append(render("mutation_rules", mutation_rules=d.mutation_rules))
+        parts.append(
+            render("proxy", proxy=self.proxy.name, convention=self.proxy.convention, code=proxy_source(self.proxy))
+        )
+        parts.append(render("output_format"))
+        if self.options.example:
+            parts.append(render("example_note"))
+        return "\n\n".join(parts)
+
+    def _prefix(self) -> tuple[Message, ...]:
+        messages = [Message("system", self.system)]
+        if self.options.example:
+            user = json.dumps(
+                {"arch": self.space.encode(self.example_input), "type": self.proxy.name, "score": EXAMPLE_SCORE}
+            )
+            answer = json.dumps(
+                {"arch": self.space.encode(self.example_answer), "thinking": render("example_thinking")}
+            )
+            messages += [Message("user", user), Message("assistant", answer)]
+        return tuple(messages)
+
+    def user_message(self, parent_encoded: str, parent_score: float, notes: Iterable[Note] = ()) -> str:
+        """The dynamic last message: reflection notes, then the parent to mutate."""
+        parts = []
+        notes = list(notes) if self.options.reflection else []
+        if notes:
+            parts.append(render("notes", notes="\n".join(f"- {n.text}" for n in notes)))
+        parts.append(render("user", parent=parent_json(parent_encoded, self.proxy.name, parent_score)))
+        return "\n\n".join(parts)
+
+    def messages(self, parent_encoded: str, parent_score: float, notes: Iterable[Note] = ()) -> list[Message]:
+        """Static prefix (system + example) followed by the user message for ``parent``."""
+        return [*self.prefix, Message("user", self.user_message(parent_encoded, parent_score, notes))]
+
+    def repair_messages(self, messages: list[Message], reply: str, error: str) -> list[Message]:
+        """The conversation extended by the rejected reply and the error, for one repair try."""
+        return [*messages, Message("assistant", reply), Message("user", render("repair", error=error))]
+
+    def is_example_copy(self, arch: Architecture) -> bool:
+        """True when ``arch`` is the in-context example's answer (the model copied it)."""
+        return self.options.example and arch.id == self.example_answer.id
+
+
+# ---- reflection prompt ------------------------------------------------------------------
+class ReflectionPrompt:
+    """Builds the reflection call: parent, child, score change and exception -> advice.
+
+    It reuses the mutation prompt's system message, so the long static prefix (space and
+    proxy code) is shared by both calls: one prefix for provider prompt caching and for
+    llama.cpp's KV-cache reuse, and the reflecting model sees the same context.
+    """
+
+    def __init__(self, mutation: MutationPrompt):
+        self.proxy = mutation.proxy
+        self.system = mutation.system
+
+    def messages(
+        self,
+        *,
+        parent: str,
+        parent_score: float,
+        child: str,
+        outcome: str,
+        child_score: float | None,
+        exception: str,
+    ) -> list[Message]:
+        """Messages for one reflection; ``child`` may be raw model text when it did not parse."""
+        if child_score is None:
+            change = "none (the child was not scored)"
+        else:
+            change = f"{child_score - parent_score:+.6g} (parent {parent_score:.6g} -> child {child_score:.6g})"
+        user = render(
+            "reflect_user",
+            proxy=self.proxy.name,
+            parent=parent_json(parent, self.proxy.name, parent_score),
+            child=child,
+            outcome=outcome,
+            change=change,
+            exception=exception or "none",
+        )
+        return [Message("system", self.system), Message("user", user)]
+
+
+def known_proxies() -> list[str]:
+    """Names usable in prompts (every registered proxy)."""
+    return PROXIES.names()

@@ -1,0 +1,223 @@
+"""Proposers turn a parent into a child: ``random`` (one random mutation, the plain-proxy
+baseline) and ``llm`` (RZ-NAS: an LLM mutation from the assembled prompt, parsed, never
+executed, with one repair attempt that feeds the error back)."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+from ..arch import Architecture
+from ..errors import ConfigError, InvalidArchitecture, ParseError
+from ..llm.parse import extract_json_object
+from ..registry import Registry
+from ..spaces.base import SearchSpace
+from .gateway import LLMGateway
+from .memory import Note
+from .prompt import MutationPrompt, mutation_schema
+from .trial import Member, TrialState
+
+#: the paper's temperature set; one value is drawn per LLM call
+PAPER_TEMPERATURES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A proposer's answer: a child architecture, or a failure state with its reason."""
+
+    arch: Architecture | None
+    state: TrialState | None = None  # None: a well-formed child to validate and score
+    reason: str = ""
+    thinking: str = ""
+    raw: str = ""  # the last model reply (for reflection on failures)
+
+
+class Proposer(Protocol):
+    """Anything that proposes one child for one parent."""
+
+    name: str
+    uses_llm: bool
+
+    def propose(self, parent: Member, notes: Sequence[Note]) -> Proposal: ...
+
+    def rng_state(self) -> Any: ...
+
+    def set_rng_state(self, state: Any) -> None: ...
+
+
+@dataclass
+class ProposerContext:
+    """What a proposer factory may use."""
+
+    space: SearchSpace
+    seed: int
+    gateway: LLMGateway | None = None
+    prompt: MutationPrompt | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+PROPOSERS: Registry[Callable[[ProposerContext], Proposer]] = Registry("proposer")
+
+
+class Temperature:
+    """Per-call temperature: drawn uniformly from a set (the paper's default), or fixed."""
+
+    def __init__(self, rng: random.Random, choices: Sequence[float] = PAPER_TEMPERATURES, fixed: float | None = None):
+        if fixed is None and not choices:
+            raise ConfigError("temperature choices must not be empty")
+        for value in ([fixed] if fixed is not None else list(choices)):
+            if not 0.0 <= float(value) <= 2.0:
+                raise ConfigError(f"temperature must be in [0, 2], got {value}")
+        self.rng = rng
+        self.choices = tuple(float(c) for c in choices)
+        self.fixed = fixed
+
+    def draw(self) -> float:
+        return float(self.fixed) if self.fixed is not None else self.rng.choice(self.choices)
+
+
+@PROPOSERS.register("random")
+class RandomProposer:
+    """One random elementary mutation from the space (space.mutate)."""
+
+    name = "random"
+    uses_llm = False
+
+    def __init__(self, ctx: ProposerContext):
+        self.space = ctx.space
+        self.rng = random.Random(f"random-proposer:{ctx.seed}")
+
+    def propose(self, parent: Member, notes: Sequence[Note] = ()) -> Proposal:
+        return Proposal(self.space.mutate(parent.arch, self.rng))
+
+    def rng_state(self) -> Any:
+        return self.rng.getstate()
+
+    def set_rng_state(self, state: Any) -> None:
+        self.rng.setstate(state)
+
+
+class ReplyRejected(Exception):
+    """Internal: a reply that did not yield an architecture (state + reason)."""
+
+    def __init__(self, state: TrialState, reason: str):
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+@PROPOSERS.register("llm")
+class LLMProposer:
+    """RZ-NAS mutation: prompt -> LLM -> JSON reply -> space.decode; never executes the reply."""
+
+    name = "llm"
+    uses_llm = True
+
+    def __init__(self, ctx: ProposerContext):
+        if ctx.gateway is None or ctx.prompt is None:
+            raise ConfigError("the llm proposer needs an LLM client and a prompt")
+        opts = dict(ctx.options)
+        self.space = ctx.space
+        self.gateway = ctx.gateway
+        self.prompt = ctx.prompt
+        self.rng = random.Random(f"llm-proposer:{ctx.seed}")
+        self.temperature = Temperature(
+            self.rng, opts.pop("temperatures", PAPER_TEMPERATURES), opts.pop("temperature", None)
+        )
+        self.repair_attempts = int(opts.pop("repair_attempts", 1))
+        self.max_tokens = int(opts.pop("max_tokens", 256))
+        self.max_reply_chars = int(opts.pop("max_reply_chars", 20_000))
+        self.schema = mutation_schema(self.space, constrain=bool(opts.pop("constrain_arch", False)))
+        if opts:
+            raise ConfigError(f"unknown llm proposer options: {', '.join(sorted(opts))}")
+        if self.repair_attempts < 0:
+            raise ConfigError("repair attempts must be >= 0")
+
+    def propose(self, parent: Member, notes: Sequence[Note] = ()) -> Proposal:
+        messages = self.prompt.messages(self.space.encode(parent.arch), parent.score, notes)
+        purpose = "mutate"
+        for attempt in range(self.repair_attempts + 1):
+            call = self.gateway.complete(
+                purpose,
+                messages,
+                temperature=self.temperature.draw(),
+                max_tokens=self.max_tokens,
+                json_schema=self.schema,
+            )
+            try:
+                arch, thinking = self.parse(call.text)
+            except ReplyRejected as rejected:
+                repairable = rejected.state in (TrialState.PARSE_ERROR, TrialState.INVALID)
+                if attempt < self.repair_attempts and repairable:
+                    messages = self.prompt.repair_messages(messages, call.text, rejected.reason)
+                    purpose = "repair"
+                    continue
+                tries = f" (after {attempt} repair attempt{'s' if attempt != 1 else ''})" if attempt else ""
+                return Proposal(None, rejected.state, rejected.reason + tries, raw=call.text)
+            return Proposal(arch, thinking=thinking, raw=call.text)
+        raise AssertionError("unreachable")
+
+    def parse(self, text: str) -> tuple[Architecture, str]:
+        """Reply text -> (child, thinking); raises ReplyRejected with the state and reason."""
+        try:
+            data = extract_json_object(text, max_chars=self.max_reply_chars)
+        except ParseError as exc:
+            salvaged = salvage_arch(text) if len(text) <= self.max_reply_chars else None
+            if salvaged is None:
+                raise ReplyRejected(TrialState.PARSE_ERROR, str(exc)) from None
+            data = {"arch": salvaged}  # a reply cut off by max_tokens after a complete "arch" field
+        encoded = data.get("arch")
+        if not isinstance(encoded, str):
+            found = "no 'arch' field" if encoded is None else f"'arch' is a {type(encoded).__name__}, not a string"
+            raise ReplyRejected(TrialState.PARSE_ERROR, f"reply JSON has {found}")
+        try:
+            arch = self.space.decode(encoded)
+        except InvalidArchitecture as exc:
+            raise ReplyRejected(TrialState.INVALID, str(exc)) from None
+        if self.prompt.is_example_copy(arch):
+            raise ReplyRejected(
+                TrialState.COPIED_EXAMPLE, "the reply copies the in-context example's answer instead of mutating the parent"
+            )
+        thinking = data.get("thinking")
+        return arch, thinking[:1000] if isinstance(thinking, str) else ""
+
+    def rng_state(self) -> Any:
+        return self.rng.getstate()
+
+    def set_rng_state(self, state: Any) -> None:
+        self.rng.setstate(state)
+
+
+def salvage_arch(text: str) -> str | None:
+    """The value of a complete ``"arch": "..."`` field in a reply whose JSON is cut off.
+
+    Small models often run out of tokens inside the trailing "thinking" field; the
+    architecture before it is intact. Plain string scanning, nothing is evaluated.
+    """
+    key = text.find('"arch"')
+    if key < 0:
+        return None
+    i = key + len('"arch"')
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text) or text[i] != ":":
+        return None
+    i += 1
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text) or text[i] != '"':
+        return None
+    start = i + 1
+    end = start
+    while end < len(text):
+        if text[end] == "\\":
+            return None  # escapes never occur in a space encoding; do not guess
+        if text[end] == '"':
+            return text[start:end]
+        end += 1
+    return None
+
+
+def create_proposer(name: str, ctx: ProposerContext) -> Proposer:
+    """Instantiate a registered proposer."""
+    return PROPOSERS.get(name)(ctx)

@@ -1,0 +1,327 @@
+"""The run store: one SQLite file (stdlib, WAL) per run directory.
+
+It holds the resolved config, every trial, every LLM call, every reflection, the RNG
+state of the last committed trial and the LLM reply cache. Each trial is committed in
+one transaction together with its LLM calls, its reflection and the RNG state, so the
+state after trial i is exactly reconstructible (replay the trials, restore the RNG):
+that is what ``rznas search --resume`` does after a crash, SIGKILL included. Cached
+replies are committed as soon as they arrive, so no paid call is ever repeated. API keys
+are never written here (requests hold model name, messages and sampling settings only).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .arch import Architecture
+from .errors import ConfigError, DataError
+from .search.gateway import CachedReply, CallRecord
+from .search.trial import Trial, TrialState
+
+DB_NAME = "run.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    number INTEGER PRIMARY KEY,
+    iteration INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    arch_id TEXT,
+    arch_json TEXT,
+    encoded TEXT,
+    score REAL,
+    reason TEXT NOT NULL,
+    parent_id TEXT,
+    parent_number INTEGER,
+    parent_score REAL,
+    thinking TEXT NOT NULL,
+    measurements TEXT NOT NULL,
+    timings TEXT NOT NULL,
+    notes_shown TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trials_arch ON trials(arch_id);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trial_number INTEGER NOT NULL REFERENCES trials(number),
+    seq INTEGER NOT NULL,
+    purpose TEXT NOT NULL,
+    model TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    temperature REAL NOT NULL,
+    reply_text TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hit INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS llm_calls_trial ON llm_calls(trial_number);
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key TEXT PRIMARY KEY,
+    request_json TEXT NOT NULL,
+    reply_text TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    latency_s REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    model TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reflections (
+    trial_number INTEGER PRIMARY KEY REFERENCES trials(number),
+    iteration INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    reply_text TEXT NOT NULL
+);
+"""
+
+
+class RunStore:
+    """One run's SQLite database; see the module docstring."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self.db = connection
+
+    # ---- opening ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, run_dir: str | Path, config: dict[str, Any]) -> "RunStore":
+        """A new store in ``run_dir`` (created); refuses a directory that already holds a run."""
+        run_dir = Path(run_dir)
+        path = run_dir / DB_NAME
+        if path.exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = cls(path, cls._connect(path))
+        store.db.executescript(_SCHEMA)
+        with store.transaction():
+            store._set_meta("schema_version", SCHEMA_VERSION)
+            store._set_meta("config", config)
+            store._set_meta("status", "running")
+            store._set_meta("created", time.time())
+        return store
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> "RunStore":
+        """The store of an existing run."""
+        path = Path(run_dir) / DB_NAME
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} holds no rznas run ({DB_NAME} not found)")
+        store = cls(path, cls._connect(path))
+        version = store.meta("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DataError(f"{path} has store schema {version}; this rznas reads schema {SCHEMA_VERSION}")
+        return store
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.row_factory = sqlite3.Row
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    # ---- meta -------------------------------------------------------------------------
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row["value"]) if row else default
+
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration the run was started with."""
+        return self.meta("config")
+
+    def set_status(self, status: str, reason: str = "") -> None:
+        """running | finished | stopped | interrupted, with a reason."""
+        with self.transaction():
+            self._set_meta("status", status)
+            self._set_meta("status_reason", reason)
+            self._set_meta("status_time", time.time())
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction():
+            self._set_meta(key, value)
+
+    def rng_state(self) -> dict[str, Any] | None:
+        """RNG states saved with the last committed trial."""
+        return self.meta("rng_state")
+
+    # ---- trials -----------------------------------------------------------------------
+    def commit_trial(
+        self,
+        trial: Trial,
+        calls: list[CallRecord],
+        rng_state: dict[str, Any],
+        reflection: tuple[str, str] | None = None,
+    ) -> None:
+        """Write one trial with its LLM calls, reflection (note, reply) and RNG state, atomically."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    trial.number,
+                    trial.iteration,
+                    trial.state.value,
+                    trial.arch_id,
+                    trial.arch.canonical_json() if trial.arch is not None else None,
+                    trial.encoded,
+                    trial.score,
+                    trial.reason,
+                    trial.parent_id,
+                    trial.parent_number,
+                    trial.parent_score,
+                    trial.thinking,
+                    json.dumps(trial.measurements),
+                    json.dumps(trial.timings),
+                    json.dumps(list(trial.notes_shown)),
+                    time.time(),
+                ),
+            )
+            for seq, call in enumerate(calls):
+                self.db.execute(
+                    "INSERT INTO llm_calls(trial_number, seq, purpose, model, cache_key, request_hash, prompt_hash,"
+                    " temperature, reply_text, input_tokens, output_tokens, latency_s, cost_usd, cache_hit)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        trial.number,
+                        seq,
+                        call.purpose,
+                        call.model,
+                        call.key,
+                        call.request_hash,
+                        call.prompt_hash,
+                        call.temperature,
+                        call.text,
+                        call.input_tokens,
+                        call.output_tokens,
+                        call.latency_s,
+                        call.cost_usd,
+                        int(call.cache_hit),
+                    ),
+                )
+            if reflection is not None:
+                self.db.execute(
+                    "INSERT INTO reflections VALUES (?,?,?,?)", (trial.number, trial.iteration, reflection[0], reflection[1])
+                )
+            self._set_meta("rng_state", rng_state)
+
+    def trials(self) -> list[Trial]:
+        """Every committed trial, in order."""
+        return [_trial_from_row(row) for row in self.db.execute("SELECT * FROM trials ORDER BY number")]
+
+    def trial_rows(self) -> list[dict[str, Any]]:
+        """Every trial as a plain dict (exports, reports)."""
+        rows = []
+        for row in self.db.execute("SELECT * FROM trials ORDER BY number"):
+            record = dict(row)
+            for key in ("measurements", "timings", "notes_shown"):
+                record[key] = json.loads(record[key])
+            rows.append(record)
+        return rows
+
+    def reflections(self) -> dict[int, str]:
+        """trial number -> kept advice note ("" when the reply was empty)."""
+        return {row["trial_number"]: row["note"] for row in self.db.execute("SELECT * FROM reflections")}
+
+    def llm_calls(self) -> list[dict[str, Any]]:
+        """Every logged LLM call, in order."""
+        return [dict(row) for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq")]
+
+    def committed_request_hashes(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT request_hash FROM llm_calls ORDER BY id")]
+
+    def usage(self) -> dict[str, float]:
+        """Calls, tokens and cost actually spent (live calls, i.e. cache entries)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
+            " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
+        ).fetchone()
+        return dict(row)
+
+    # ---- the reply cache (ReplyCache protocol) ----------------------------------------
+    def get_reply(self, key: str) -> CachedReply | None:
+        row = self.db.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return CachedReply(
+            row["reply_text"], row["input_tokens"], row["output_tokens"], row["latency_s"], row["cost_usd"], row["model"]
+        )
+
+    def put_reply(self, key: str, request: str, reply: CachedReply) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    key,
+                    request,
+                    reply.text,
+                    reply.input_tokens,
+                    reply.output_tokens,
+                    reply.latency_s,
+                    reply.cost_usd,
+                    reply.model,
+                    time.time(),
+                ),
+            )
+
+    def cache_entries(self) -> Iterator[tuple[str, str, CachedReply]]:
+        """(key, request JSON, reply) of every cached reply (for copying into a replay)."""
+        for row in self.db.execute("SELECT * FROM llm_cache ORDER BY created"):
+            yield row["key"], row["request_json"], CachedReply(
+                row["reply_text"], row["input_tokens"], row["output_tokens"], row["latency_s"], row["cost_usd"], row["model"]
+            )
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def _trial_from_row(row: sqlite3.Row) -> Trial:
+    return Trial(
+        number=row["number"],
+        iteration=row["iteration"],
+        state=TrialState(row["state"]),
+        arch=Architecture.from_json(row["arch_json"]) if row["arch_json"] else None,
+        encoded=row["encoded"],
+        score=row["score"],
+        reason=row["reason"],
+        parent_id=row["parent_id"],
+        parent_number=row["parent_number"],
+        parent_score=row["parent_score"],
+        thinking=row["thinking"],
+        measurements=json.loads(row["measurements"]),
+        timings=json.loads(row["timings"]),
+        notes_shown=tuple(json.loads(row["notes_shown"])),
+    )
