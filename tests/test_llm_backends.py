@@ -150,7 +150,7 @@ def test_openai_serves_many_concurrent_slow_requests() -> None:
             t.join()
         elapsed = time.perf_counter() - started
     assert results == ["{}"] * 16
-    assert elapsed < 4.0  # concurrent, not 16 s one after another
+    assert elapsed < 8.0  # concurrent: one after another would take 16 s (wide margin for loaded CI)
     assert client.usage.calls == 16
 
 

@@ -19,8 +19,7 @@ from ..errors import ConfigError, LLMError
 from .base import BACKENDS, Completion, Message
 from .messages import normalize_messages
 from .openai_backend import PLACEHOLDER_KEY, api_key_from_env
-from .redact import redact
-from .retry import parse_retry_after, status_error
+from .sdk_errors import error_text, map_sdk_error
 
 KEY_ENV_VARS = ("RZNAS_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
@@ -135,7 +134,7 @@ class AnthropicClient:
     @staticmethod
     def _rejected_param(exc: Exception, params: dict[str, Any]) -> str | None:
         """Which optional field a 400 complains about (and that we can drop), if any."""
-        text = _error_text(exc).lower()
+        text = error_text(exc).lower()
         if "output_config" in params and any(
             w in text for w in ("output_config", "output_format", "structured output", "json_schema")
         ):
@@ -163,27 +162,8 @@ class AnthropicClient:
 
     def _map_error(self, exc: Exception) -> LLMError:
         """The SDK exception as an LLMError (retryable or not), with the key scrubbed."""
-        a = self._anthropic
-        detail = redact(_error_text(exc), [self._secret])
         where = f"anthropic ({self.base_url or 'api.anthropic.com'}, model {self.model})"
-        if isinstance(exc, a.APITimeoutError):
-            return LLMError(f"{where}: request timed out", retryable=True)
-        if isinstance(exc, a.APIConnectionError):
-            return LLMError(f"{where}: connection failed ({detail})", retryable=True)
-        if isinstance(exc, a.APIStatusError):
-            headers = getattr(exc.response, "headers", None)
-            # 529 "overloaded" is Anthropic's 5xx: retryable like any server error
-            return status_error(exc.status_code, detail, backend=where, retry_after=parse_retry_after(headers))
-        return LLMError(f"{where}: {type(exc).__name__}: {detail}", retryable=True)
-
-
-def _error_text(exc: Exception) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return str(getattr(exc, "message", None) or exc)
+        return map_sdk_error(self._anthropic, exc, where=where, secret=self._secret)
 
 
 @BACKENDS.register("anthropic")

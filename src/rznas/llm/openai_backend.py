@@ -15,8 +15,7 @@ from typing import Any
 from ..errors import ConfigError, LLMError
 from .base import BACKENDS, Completion, Message
 from .messages import as_dicts, normalize_messages
-from .redact import redact
-from .retry import parse_retry_after, status_error
+from .sdk_errors import error_text, map_sdk_error
 from .tokens import approx_prompt_tokens, approx_tokens
 
 KEY_ENV_VARS = ("RZNAS_OPENAI_API_KEY", "OPENAI_API_KEY")
@@ -148,7 +147,7 @@ class OpenAIChatClient:
         seed are dropped only when the server says it does not support them (o-series models
         want max_completion_tokens instead).
         """
-        text = _error_text(exc).lower()
+        text = error_text(exc).lower()
         squashed = text.replace("_", "").replace(" ", "")
         if "response_format" in params and (
             "responseformat" in squashed or "json_schema" in text or "structured output" in text or "json mode" in text
@@ -190,32 +189,8 @@ class OpenAIChatClient:
 
     def _map_error(self, exc: Exception) -> LLMError:
         """The SDK exception as an LLMError (retryable or not), with the key scrubbed."""
-        o = self._openai
-        detail = redact(_error_text(exc), [self._secret])
         where = f"openai ({self.base_url or 'api.openai.com'}, model {self.model})"
-        if isinstance(exc, o.APITimeoutError):
-            return LLMError(f"{where}: request timed out", retryable=True)
-        if isinstance(exc, o.APIConnectionError):
-            return LLMError(f"{where}: connection failed ({detail})", retryable=True)
-        if isinstance(exc, o.APIStatusError):
-            headers = getattr(exc.response, "headers", None)
-            return status_error(exc.status_code, detail, backend=where, retry_after=parse_retry_after(headers))
-        if isinstance(exc, o.APIResponseValidationError):
-            return LLMError(f"{where}: malformed response ({detail})", retryable=True)
-        # other SDK errors (e.g. an unparseable body): treat as a transient server fault
-        return LLMError(f"{where}: {type(exc).__name__}: {detail}", retryable=True)
-
-
-def _error_text(exc: Exception) -> str:
-    """The server's error message if the SDK parsed one, else the exception text."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return str(getattr(exc, "message", None) or exc)
+        return map_sdk_error(self._openai, exc, where=where, secret=self._secret)
 
 
 @BACKENDS.register("openai")
