@@ -161,7 +161,7 @@ class LocalLlamaClient:
         self,
         model: str = "",
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = 8192,  # SmolLM2's trained context: DARTS and macro-space prompts need > 4096 tokens
         n_threads: int | None = None,
         seed: int = 0,
         extra_buffers: bool | None = None,

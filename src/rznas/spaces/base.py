@@ -24,6 +24,8 @@ class SpaceDescription:
     encoding: str  # how an architecture is written, and its rules
     mutation_rules: str  # what one mutation may change
     example: str  # one architecture in the space's string encoding
+    # the "thinking" of the prompt's in-context example answer ("": the generic template)
+    example_thinking: str = ""
 
 
 def source_of(*objects: Callable[..., Any] | type) -> str:
@@ -35,6 +37,8 @@ class SearchSpace(ABC):
     """A family of architectures: sample, mutate, validate, build, describe, encode."""
 
     name: str = ""
+    #: input resolution the space's networks are designed for; FLOPs budgets are counted at it
+    native_resolution: int = 32
 
     @abstractmethod
     def sample(self, rng: random.Random) -> Architecture:
@@ -63,6 +67,11 @@ class SearchSpace(ABC):
     @abstractmethod
     def decode(self, text: str) -> Architecture:
         """Parse the string encoding (never evaluated); raises InvalidArchitecture."""
+
+    def example_architecture(self) -> Architecture:
+        """The prompt's in-context example: ``describe().example`` decoded (spaces with a
+        budget return it fitted to the budget, so the example never breaks the rules)."""
+        return self.decode(self.describe().example)
 
     def check_space(self, arch: Architecture) -> None:
         """Shared first check of validate(): the arch names this space."""

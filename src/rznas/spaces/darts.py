@@ -716,6 +716,26 @@ class DartsSpace(SearchSpace):
                 )
         return self.make(fields["normal"], fields["reduce"])
 
+    @property
+    def encoding_pattern(self) -> str:
+        """A regex of the canonical ``Genotype(...)`` text (as :meth:`encode` writes it).
+
+        It fixes the layout, the allowed operations and, per pair, the states its node may
+        read; that the two inputs of a node differ is checked by decode(). Plain groups
+        only, so llama.cpp can turn it into a grammar for constrained replies.
+        """
+        ops = "(" + "|".join(self.ops) + ")"
+        concat = r"\[" + ", ".join(str(c) for c in CONCAT) + r"\]"
+
+        def cell() -> str:
+            pairs = [r"\('" + ops + f"', [0-{position // 2 + 1}]" + r"\)" for position in range(EDGES_PER_CELL)]
+            return r"\[" + ", ".join(pairs) + r"\]"
+
+        return (
+            r"^Genotype\(normal=" + cell() + ", normal_concat=" + concat
+            + ", reduce=" + cell() + ", reduce_concat=" + concat + r"\)$"
+        )
+
     def describe(self) -> SpaceDescription:
         return SpaceDescription(
             name=self.name,
@@ -726,4 +746,6 @@ class DartsSpace(SearchSpace):
             encoding=ENCODING,
             mutation_rules=MUTATION_RULES,
             example=DARTS_V2,
+            example_thinking="Changed one (operation, input) pair of one cell; the two inputs of every node "
+            "stay different states, so the genotype stays valid.",
         )

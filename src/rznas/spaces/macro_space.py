@@ -76,6 +76,26 @@ class Budget:
                 values[key] = int(values[key])
         return cls(**values)
 
+    @classmethod
+    def from_spec(cls, text: str) -> "Budget":
+        """Budget from ``"params=5e5,layers=14"`` (comma-separated KEY=VALUE; ``to_spec``'s output)."""
+        values: dict[str, Any] = {}
+        for item in text.split(","):
+            key, sep, value = item.strip().partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"budget {text!r}: {item.strip()!r} is not KEY=VALUE")
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigError(f"budget {text!r}: {key.strip()} must be a number, got {value.strip()!r}") from None
+            values[key.strip()] = number
+        return cls.from_mapping(values)
+
+    def to_spec(self) -> str:
+        """The budget as canonical KEY=VALUE text (plain, hashable, JSON-ready); see from_spec."""
+        parts = [f"{name}={getattr(self, name)!r}" for name in ("params", "flops", "layers") if getattr(self, name) is not None]
+        return ",".join(parts + [f"resolution={self.resolution}", f"num_classes={self.num_classes}"])
+
     def describe(self) -> str:
         """One line for prompts and error messages."""
         parts = []
@@ -135,10 +155,12 @@ class MacroSpace(SearchSpace):
         if isinstance(budget, str):
             if budget.lower() == "none":
                 return None
+            if "=" in budget:
+                return Budget.from_spec(budget)
             if budget not in self.presets:
                 raise ConfigError(
                     f"unknown {self.name} budget preset {budget!r}; presets: {', '.join(self.presets)} "
-                    "(or give a mapping with params / flops / layers / resolution / num_classes)"
+                    "(or give KEY=VALUE pairs / a mapping with params / flops / layers / resolution / num_classes)"
                 )
             return self.presets[budget]
         if isinstance(budget, Mapping):
@@ -337,6 +359,11 @@ class MacroSpace(SearchSpace):
     def default_resolution(self) -> int:
         preset = self.presets.get(self.default_budget or "")
         return preset.resolution if preset is not None else 32
+
+    @property
+    def native_resolution(self) -> int:  # type: ignore[override]
+        """The resolution budgets are stated at: the budget's, else the default preset's."""
+        return self.budget.resolution if self.budget is not None else self.default_resolution
 
     # ------------------------------------------------------------------ build / encode
     def build(self, arch: Architecture, *, num_classes: int = 10) -> nn.Module:
@@ -563,16 +590,61 @@ class MacroSpace(SearchSpace):
     text: ClassVar[str] = ""
     encoding_text: ClassVar[str] = ""
 
+    example_thinking: ClassVar[str] = (
+        "Scaled one block's output and bottleneck channels and its sub_layers by the Zen-NAS factors "
+        "and set the next block's input to the new output: the chain stays valid and within the budget."
+    )
+
     def describe(self) -> SpaceDescription:
         budget = self.budget.describe() if self.budget is not None else "no budget"
         return SpaceDescription(
             name=self.name,
-            text=f"{self.text}\nBudget: {budget}. Layers are counted as: {self.layer_rule}.",
+            text=f"{self.text}\nBudget: {budget}. Layers are counted as: {self.layer_rule}. "
+            "An architecture over the budget is rejected without a score.",
             code=self.code_level(),
             encoding=self.encoding_text + "\n" + COMMON_RULES.format(total_stride=self.total_stride),
             mutation_rules=self.mutation_text,
             example=self.example_text,
+            example_thinking=self.example_thinking,
         )
+
+    def example_architecture(self) -> Architecture:
+        """The published example network, shrunk (deterministically) when it breaks this space's budget."""
+        arch = self.decode(self.example_text)
+        if self.budget is None or self.within_budget(arch):
+            return arch
+        fitted = self.fit_to_budget(self.blocks(arch), random.Random(0))
+        return fitted if fitted is not None else self.sample(random.Random(0))
+
+    #: most middle blocks the encoding pattern admits (grammar-constrained replies)
+    max_pattern_blocks: ClassVar[int] = 40
+
+    @property
+    def encoding_pattern(self) -> str:
+        """A regex of the canonical Zen-NAS strings of this space, for grammar-constrained replies.
+
+        It encodes the block types of each role (stem with in=3, middle, head), the
+        arities, channels as multiples of 8 in [8, 2048], strides 1/2 and sub_layers
+        1..64. The chain rule (in = previous out) and the total stride cannot be written
+        as a regular expression; decode() still checks them. Only plain groups are used:
+        llama.cpp's schema-to-grammar converter rejects ``(?:...)``.
+        """
+        channels = "(" + "|".join(str(c) for c in range(MAX_CHANNELS, CHANNEL_BASE - 1, -CHANNEL_BASE)) + ")"
+        sub_layers = "([1-9]|[1-5][0-9]|6[0-4])"
+
+        def block(types: tuple[str, ...], *, stem: bool = False) -> str:
+            alternatives = []
+            for arity in sorted({BLOCK_TYPES[t].arity for t in types}):
+                names = "|".join(t for t in types if BLOCK_TYPES[t].arity == arity)
+                args = ["3" if stem else channels, channels, "[12]"] + ([channels] if arity == 5 else []) + [sub_layers]
+                alternatives.append(f"({names})" + r"\(" + ",".join(args) + r"\)")
+            return "(" + "|".join(alternatives) + ")"
+
+        if self.head_types:
+            middle = f"{block(self.body_types)}{{0,{self.max_pattern_blocks}}}{block(self.head_types)}"
+        else:
+            middle = f"{block(self.body_types)}{{1,{self.max_pattern_blocks}}}"
+        return "^" + block(self.stem_types, stem=True) + middle + "$"
 
     layer_rule: ClassVar[str] = "the sum of sub_layers over all blocks (Zen-NAS definition)"
     mutation_text: ClassVar[str] = ""
