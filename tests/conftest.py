@@ -13,6 +13,12 @@ torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# searches use the persistent score cache by default: keep the suite's out of ~/.cache
+if "RZNAS_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["RZNAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="rznas-test-cache-")
+
 
 def shared_data_dir() -> Path:
     """RZNAS_SHARED_DATA, else ../shared/data beside the repository."""

@@ -140,6 +140,22 @@ def write_plots(series: list[IterationStats], run_dir: Path, title: str) -> list
     return written
 
 
+def token_summary(calls: list[dict[str, Any]], iterations: int) -> dict[str, Any]:
+    """Tokens, calls and estimated cost of every LLM call the search's trials used (cache hits
+    included: what the search costs), in total and per evolution iteration."""
+    total = {
+        "calls": len(calls),
+        "input_tokens": sum(int(c["input_tokens"]) for c in calls),
+        "output_tokens": sum(int(c["output_tokens"]) for c in calls),
+        "cost_usd": sum(float(c["cost_usd"]) for c in calls),
+    }
+    per = {key: (value / iterations if iterations else None) for key, value in total.items()}
+    by_purpose: dict[str, int] = {}
+    for call in calls:
+        by_purpose[call["purpose"]] = by_purpose.get(call["purpose"], 0) + 1
+    return {**total, "iterations": iterations, "per_iteration": per, "calls_by_purpose": by_purpose}
+
+
 def write_report(
     store: RunStore,
     run_dir: str | Path,
@@ -170,6 +186,10 @@ def write_report(
         "seed": config["seed"],
         "trials": len(rows),
         "usage": store.usage(),
+        "tokens": token_summary(store.llm_calls(), sum(1 for r in rows if r["iteration"] > 0)),
+        "concurrency": config.get("concurrency", 1),
+        "fused_reflection": config.get("fused_reflection", False),
+        "executor": config.get("executor", "inline"),
     }
     with open(run_dir / "best_arch.json", "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)

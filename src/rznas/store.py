@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -74,6 +75,11 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     model TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reflections (
     trial_number INTEGER PRIMARY KEY REFERENCES trials(number),
     iteration INTEGER NOT NULL,
@@ -89,6 +95,8 @@ class RunStore:
     def __init__(self, path: Path, connection: sqlite3.Connection):
         self.path = path
         self.db = connection
+        # concurrent proposals read and write the reply cache from worker threads
+        self._lock = threading.RLock()
 
     # ---- opening ----------------------------------------------------------------------
     @classmethod
@@ -118,11 +126,12 @@ class RunStore:
         version = store.meta("schema_version")
         if version != SCHEMA_VERSION:
             raise DataError(f"{path} has store schema {version}; this rznas reads schema {SCHEMA_VERSION}")
+        store.db.executescript(_SCHEMA)  # tables added since (all additive)
         return store
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
+        db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA foreign_keys=ON")
@@ -130,10 +139,11 @@ class RunStore:
         return db
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
     def transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self.db, self._lock)
 
     # ---- meta -------------------------------------------------------------------------
     def _set_meta(self, key: str, value: Any) -> None:
@@ -172,9 +182,17 @@ class RunStore:
         calls: list[CallRecord],
         rng_state: dict[str, Any],
         reflection: tuple[str, str] | None = None,
+        *,
+        pending_seq: int | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
-        """Write one trial with its LLM calls, reflection (note, reply) and RNG state, atomically."""
+        """Write one trial with its LLM calls, reflection (note, reply) and RNG state, atomically
+        (and retire the pending dispatch ``pending_seq`` it completes, and set ``meta`` keys)."""
         with self.transaction():
+            for key, value in (meta or {}).items():
+                self._set_meta(key, value)
+            if pending_seq is not None:
+                self.db.execute("DELETE FROM pending WHERE seq = ?", (pending_seq,))
             self.db.execute(
                 "INSERT INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -224,6 +242,19 @@ class RunStore:
                 )
             self._set_meta("rng_state", rng_state)
 
+    # ---- dispatched, not yet committed proposals (concurrent search) ---------------------
+    def add_pending(self, seq: int, payload: dict[str, Any], rng_state: dict[str, Any]) -> None:
+        """Record a dispatched proposal (parent, notes, ...) and the RNG states after it, atomically."""
+        with self.transaction():
+            self.db.execute("INSERT INTO pending VALUES (?, ?, ?)", (seq, json.dumps(payload), time.time()))
+            self._set_meta("rng_state", rng_state)
+
+    def pending(self) -> list[tuple[int, dict[str, Any]]]:
+        """Dispatched proposals that no committed trial completes yet, in dispatch order."""
+        with self._lock:
+            rows = self.db.execute("SELECT seq, payload FROM pending ORDER BY seq").fetchall()
+        return [(int(seq), json.loads(payload)) for seq, payload in rows]
+
     def trials(self) -> list[Trial]:
         """Every committed trial, in order."""
         return [_trial_from_row(row) for row in self.db.execute("SELECT * FROM trials ORDER BY number")]
@@ -259,7 +290,8 @@ class RunStore:
 
     # ---- the reply cache (ReplyCache protocol) ----------------------------------------
     def get_reply(self, key: str) -> CachedReply | None:
-        row = self.db.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self.db.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         return CachedReply(
@@ -294,18 +326,27 @@ class RunStore:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, lock: "threading.RLock"):
         self.db = db
+        self.lock = lock
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.lock.release()
+            raise
         return self.db
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+        finally:
+            self.lock.release()
 
 
 def _trial_from_row(row: sqlite3.Row) -> Trial:

@@ -28,8 +28,15 @@ _VALUE_FLAGS = {
     "max_params": "max_params",
     "max_flops": "max_flops",
     "max_layers": "max_layers",
+    "budget": "budget",
+    "probe_resolution": "probe_resolution",
     "repair_attempts": "repair_attempts",
     "constrain_arch": "constrain_arch",
+    "executor": "executor",
+    "workers": "workers",
+    "ray_address": "ray_address",
+    "score_cache": "score_cache",
+    "concurrency": "concurrency",
 }
 _SWITCHES = {
     "no_reflection": "reflection",
@@ -37,6 +44,7 @@ _SWITCHES = {
     "no_code_description": "code_description",
     "no_text_description": "text_description",
 }
+_ON_SWITCHES = {"fused_reflection": "fused_reflection", "lean_prompt": "lean_prompt"}
 
 
 @COMMANDS.register("search")
@@ -68,6 +76,12 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     what.add_argument("--max-params", type=float, default=s, metavar="P", help="parameter budget (count)")
     what.add_argument("--max-flops", type=float, default=s, metavar="F", help="FLOPs budget (multiply-adds per image)")
     what.add_argument("--max-layers", type=int, default=s, metavar="L", help="layer budget (spaces that count layers)")
+    what.add_argument("--budget", default=s, metavar="PRESET",
+                      help="the space's budget preset (zen_resnet 1M/2M, mobilenet 450M/600M/1000M, maedet 18.8G; none: off)")
+    what.add_argument("--space-option", action="append", default=s, metavar="KEY=VALUE",
+                      help="space constructor option, JSON value (e.g. channels=16 for darts); repeatable")
+    what.add_argument("--probe-resolution", type=int, default=s, metavar="PX",
+                      help="probe image size for proxy scoring (default 32; FLOPs budgets use the space's own size)")
     llm = parser.add_argument_group("LLM")
     llm.add_argument("--llm", default=s, metavar="BACKEND:MODEL", help="local (default), openai:gpt-4o, anthropic:MODEL, scripted:NAME")
     llm.add_argument("--llm-base-url", default=s, metavar="URL", help="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, Azure)")
@@ -85,6 +99,26 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     llm.add_argument("--no-example", action="store_true", default=s, help="ablation: no in-context example")
     llm.add_argument("--no-code-description", action="store_true", default=s, help="ablation: no code-level space description")
     llm.add_argument("--no-text-description", action="store_true", default=s, help="ablation: no text-level space description")
+    llm.add_argument(
+        "--concurrency", type=int, default=s, metavar="K",
+        help="proposals in flight at once (default 1: the paper's sequential loop; K > 1 is not deterministic)",
+    )
+    llm.add_argument(
+        "--fused-reflection", action="store_true", default=s,
+        help="reflect on the previous trial inside the next mutation call (one LLM call per iteration)",
+    )
+    llm.add_argument(
+        "--lean-prompt", action="store_true", default=s,
+        help="code blocks of the prompt without docstrings and comments (same code, fewer tokens)",
+    )
+    scale = parser.add_argument_group("scale (docs/scale.md)")
+    scale.add_argument("--executor", default=s, help="where proxies run: inline (default), process, ray")
+    scale.add_argument("--workers", type=int, default=s, metavar="N", help="process/ray workers (default: CPUs, or one per GPU)")
+    scale.add_argument("--ray-address", default=s, metavar="ADDR", help="join this Ray cluster (default: a private local one)")
+    scale.add_argument(
+        "--score-cache", default=s, metavar="PATH|none",
+        help="persistent proxy-score cache (default: $RZNAS_CACHE_DIR or ~/.cache/rznas; none: off)",
+    )
     parser.set_defaults(func=run_command)
     return parser
 
@@ -94,6 +128,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     given = vars(args)
     values = {key: given[dest] for dest, key in _VALUE_FLAGS.items() if dest in given}
     values.update({key: False for dest, key in _SWITCHES.items() if given.get(dest)})
+    if given.get("space_option"):
+        from .train import parse_space_options
+
+        values["space_options"] = parse_space_options(given["space_option"])
+    values.update({key: True for dest, key in _ON_SWITCHES.items() if given.get(dest)})
     return values
 
 
@@ -142,5 +181,13 @@ def print_result(result: Any) -> None:
             if dataset in bench:
                 acc = bench[dataset]
                 print(f"{dataset:11s} val {acc['val_acc']:.2f}%  test {acc['test_acc']:.2f}%")
+    usage = getattr(result, "usage", None) or {}
+    per = usage.get("per_iteration") or {}
+    if usage.get("calls") and per.get("input_tokens") is not None:
+        print(
+            f"LLM: {usage['calls']} calls, {usage['input_tokens']} tokens in / {usage['output_tokens']} out, "
+            f"${usage['cost_usd']:.4f}; per iteration {per['input_tokens']:.0f} in / {per['output_tokens']:.0f} out, "
+            f"${per['cost_usd']:.5f}"
+        )
     state = "" if result.status == "finished" else f" ({result.status}: {result.reason})"
     print(f"run directory: {result.run_dir}{state}")

@@ -49,6 +49,13 @@ class SearchConfig:
     max_params: float | None = None
     max_flops: float | None = None
     max_layers: int | None = None
+    # the space: constructor options (as `rznas train --space-option`) and its budget preset
+    # (macro spaces: "1M", "600M", ...; "none" disables it); max_* above tighten that preset
+    space_options: dict[str, Any] | None = None
+    budget: str | None = None
+    # probe image size for proxy scoring (None: the data's own, 32); FLOPs budgets are always
+    # counted at the space's native resolution (224 mobilenet, 480 maedet, 32 CIFAR spaces)
+    probe_resolution: int | None = None
     # LLM usage budgets: the run stops cleanly when one is reached
     max_cost_usd: float | None = None
     max_tokens: int | None = None
@@ -70,6 +77,14 @@ class SearchConfig:
     note_max_chars: int = 300
     # NB201 ground truth for the final report (a folder of compact tables or NATS-Bench)
     nb201: str | None = None
+    # scale (docs/scale.md): where proxies run, the persistent score cache, concurrent proposals
+    executor: str = "inline"
+    workers: int | None = None
+    ray_address: str | None = None
+    score_cache: str | None = "default"  # "default" ($RZNAS_CACHE_DIR or ~/.cache/rznas), a path, or "none"
+    concurrency: int = 1  # proposals in flight at once (1 = the paper's sequential loop)
+    fused_reflection: bool = False  # reflect on the previous trial inside the next mutation call
+    lean_prompt: bool = False  # prompt code blocks without docstrings/comments (fewer tokens)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
@@ -83,6 +98,16 @@ class SearchConfig:
             raise ConfigError(f"constrain_arch must be auto, on or off, got {self.constrain_arch!r}")
         if self.repair_attempts < 0:
             raise ConfigError(f"repair_attempts must be >= 0, got {self.repair_attempts}")
+        if self.space_options is not None:
+            if not isinstance(self.space_options, dict) or not all(isinstance(k, str) for k in self.space_options):
+                raise ConfigError(f"space_options must be a table of named options, got {self.space_options!r}")
+            object.__setattr__(self, "space_options", dict(self.space_options))
+        if self.probe_resolution is not None and self.probe_resolution < 1:
+            raise ConfigError(f"probe_resolution must be >= 1, got {self.probe_resolution}")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
 
     @property
     def constrain(self) -> bool:
@@ -90,6 +115,26 @@ class SearchConfig:
         if self.constrain_arch == "auto":
             return self.llm.split(":", 1)[0].strip().lower() == "local"
         return self.constrain_arch == "on"
+
+    def space_kwargs(self) -> dict[str, Any]:
+        """Constructor options of the search's space: space_options, the budget preset and,
+        in spaces with budgets, max_* folded in (:func:`rznas.search.budget.space_kwargs`)."""
+        from .budget import space_kwargs
+
+        return space_kwargs(
+            self.space,
+            self.space_options,
+            budget=self.budget,
+            max_params=self.max_params,
+            max_flops=self.max_flops,
+            max_layers=self.max_layers,
+        )
+
+    def make_space(self) -> Any:
+        """The search space built from :meth:`space_kwargs`; a bad option or budget is a ConfigError."""
+        from ..spaces import get_space
+
+        return get_space(self.space, **self.space_kwargs())
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

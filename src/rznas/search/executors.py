@@ -115,8 +115,11 @@ class EvaluatorSpec:
                 batch_size=config.batch_size,
                 chunks=config.probe_chunks,
                 seed=config.seed,
+                resolution=config.probe_resolution,
             ),
             seed=config.seed,
+            # options + budget preset, search limits folded in (plain values: see search.budget.space_kwargs)
+            space_options=tuple(sorted(config.space_kwargs().items())),
             max_params=config.max_params,
             max_flops=config.max_flops,
             max_layers=config.max_layers,

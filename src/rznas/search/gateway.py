@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -109,8 +110,18 @@ class LLMGateway:
         self.model = model
         self.cache = cache
         self.usage = usage or UsageBudget()
-        self.records: list[CallRecord] = []  # calls since the last drain()
+        self._local = threading.local()  # per thread: the calls since its last drain()
+        self._lock = threading.Lock()
         self.repetitions: Counter[str] = Counter()  # request hash -> calls so far this run
+
+    @property
+    def records(self) -> list[CallRecord]:
+        """The calls made by the current thread since its last drain() (concurrent proposals
+        each run in their own thread and drain their own calls)."""
+        records = getattr(self._local, "records", None)
+        if records is None:
+            records = self._local.records = []
+        return records
 
     def restore(self, request_hashes: list[str]) -> None:
         """Rebuild the repetition counts from the committed call log (resume)."""
@@ -128,9 +139,10 @@ class LLMGateway:
         """One call (or cache hit); LLM errors propagate, every answer is recorded."""
         request = request_json(self.model, messages, temperature, max_tokens, json_schema)
         request_hash = cache_key(request)
-        seen = self.repetitions[request_hash]
+        with self._lock:
+            seen = self.repetitions[request_hash]
+            self.repetitions[request_hash] += 1
         key = request_hash if seen == 0 else cache_key(f"{request}\n#{seen}")
-        self.repetitions[request_hash] += 1
         cached = self.cache.get_reply(key) if self.cache is not None else None
         if cached is not None:
             record = self._record(purpose, request, key, messages, temperature, cached, cache_hit=True)
@@ -162,7 +174,8 @@ class LLMGateway:
 
     def drain(self) -> list[CallRecord]:
         """The calls made since the previous drain (one trial's calls)."""
-        records, self.records = self.records, []
+        records = self.records
+        self._local.records = []
         return records
 
     def _record(

@@ -63,25 +63,33 @@ def arch_pattern(space: SearchSpace) -> str | None:
     return ARCH_PATTERNS.get(space.name)(space) if space.name in ARCH_PATTERNS else None
 
 
-def mutation_schema(space: SearchSpace, *, constrain: bool) -> dict[str, Any]:
-    """The reply schema; ``constrain`` adds the space's encoding regex and a short thinking.
+#: longest fused "reflection" under a constrained schema
+REFLECTION_MAX_CHARS = 300
+
+
+def mutation_schema(space: SearchSpace, *, constrain: bool, fused_reflection: bool = False) -> dict[str, Any]:
+    """The reply schema; ``constrain`` adds the space's encoding regex and a short thinking,
+    ``fused_reflection`` an optional "reflection" field (advice on the previous trial).
 
     With a grammar-constrained backend (the local one) this makes every reply a
     well-formed architecture string, which a 135M-parameter model cannot manage alone.
     """
     if not constrain:
-        return MUTATION_SCHEMA
+        if not fused_reflection:
+            return MUTATION_SCHEMA
+        schema = json.loads(json.dumps(MUTATION_SCHEMA))
+        schema["properties"]["reflection"] = {"type": "string"}
+        return schema
     pattern = arch_pattern(space)
     if pattern is None:
         raise ConfigError(f"space {space.name!r} has no encoding pattern, so replies cannot be constrained to it")
-    return {
-        "type": "object",
-        "properties": {
-            "arch": {"type": "string", "pattern": pattern},
-            "thinking": {"type": "string", "maxLength": THINKING_MAX_CHARS},
-        },
-        "required": ["arch"],
+    properties: dict[str, Any] = {
+        "arch": {"type": "string", "pattern": pattern},
+        "thinking": {"type": "string", "maxLength": THINKING_MAX_CHARS},
     }
+    if fused_reflection:
+        properties["reflection"] = {"type": "string", "maxLength": REFLECTION_MAX_CHARS}
+    return {"type": "object", "properties": properties, "required": ["arch"]}
 
 
 #: the score shown for the in-context example (as in the paper)
@@ -160,6 +168,21 @@ def proxy_source(proxy: Proxy) -> str:
     return "\n\n".join(parts)
 
 
+def lean_code(source: str) -> str:
+    """``source`` without docstrings and comments (``ast.unparse``: the same code, fewer tokens);
+    unchanged when it does not parse as Python."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
 # ---- mutation prompt --------------------------------------------------------------------
 @dataclass(frozen=True)
 class PromptOptions:
@@ -169,6 +192,44 @@ class PromptOptions:
     code_description: bool = True
     example: bool = True
     reflection: bool = True  # reflection notes section (and the reflection calls)
+    fused_reflection: bool = False  # the reflection is asked for inside the next mutation call
+    lean: bool = False  # code blocks without docstrings and comments (same code, ~20% fewer tokens)
+
+
+@dataclass(frozen=True)
+class PreviousOutcome:
+    """One finished mutation step as a reflection sees it: parent, child, outcome, score change."""
+
+    parent: str  # encoded parent
+    parent_score: float
+    child: str  # encoded child, or a description of an unusable reply
+    outcome: str  # trial state
+    child_score: float | None
+    exception: str
+
+    def values(self, proxy: str) -> dict[str, str]:
+        """Template values shared by the reflection call and the fused mutation call."""
+        if self.child_score is None:
+            change = "none (the child was not scored)"
+        else:
+            change = (
+                f"{self.child_score - self.parent_score:+.6g} "
+                f"(parent {self.parent_score:.6g} -> child {self.child_score:.6g})"
+            )
+        return {
+            "parent": parent_json(self.parent, proxy, self.parent_score),
+            "child": self.child,
+            "outcome": self.outcome,
+            "change": change,
+            "exception": self.exception or "none",
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PreviousOutcome":
+        return cls(**data)
 
 
 def parent_json(encoded: str, proxy: str, score: float) -> str:
@@ -184,7 +245,7 @@ class MutationPrompt:
         self.proxy = proxy
         self.options = options
         self.description = space.describe()
-        self.example_input = space.decode(self.description.example)
+        self.example_input = space.example_architecture()
         # the example answer: one fixed mutation of the example (deterministic, seed 0)
         self.example_answer: Architecture = space.mutate(self.example_input, random.Random(0))
         self.system = self._system()
@@ -195,15 +256,18 @@ class MutationPrompt:
         parts = [render("role")]
         if self.options.text_description:
             parts.append(render("space_text", space=d.name, text=d.text))
+        lean = lean_code if self.options.lean else (lambda code: code)
         if self.options.code_description:
-            parts.append(render("space_code", code=d.code))
+            parts.append(render("space_code", code=lean(d.code)))
         parts.append(render("internal_reflection"))
         parts.append(render("construction", encoding=d.encoding))
         parts.append(render("mutation_rules", mutation_rules=d.mutation_rules))
         parts.append(
-            render("proxy", proxy=self.proxy.name, convention=self.proxy.convention, code=proxy_source(self.proxy))
+            render("proxy", proxy=self.proxy.name, convention=self.proxy.convention, code=lean(proxy_source(self.proxy)))
         )
         parts.append(render("output_format"))
+        if self.options.fused_reflection:
+            parts.append(render("fused_reflection"))
         if self.options.example:
             parts.append(render("example_note"))
         return "\n\n".join(parts)
@@ -214,24 +278,38 @@ class MutationPrompt:
             user = json.dumps(
                 {"arch": self.space.encode(self.example_input), "type": self.proxy.name, "score": EXAMPLE_SCORE}
             )
-            answer = json.dumps(
-                {"arch": self.space.encode(self.example_answer), "thinking": render("example_thinking")}
-            )
+            thinking = self.description.example_thinking or render("example_thinking")
+            answer = json.dumps({"arch": self.space.encode(self.example_answer), "thinking": thinking})
             messages += [Message("user", user), Message("assistant", answer)]
         return tuple(messages)
 
-    def user_message(self, parent_encoded: str, parent_score: float, notes: Iterable[Note] = ()) -> str:
-        """The dynamic last message: reflection notes, then the parent to mutate."""
+    def user_message(
+        self,
+        parent_encoded: str,
+        parent_score: float,
+        notes: Iterable[Note] = (),
+        previous: PreviousOutcome | None = None,
+    ) -> str:
+        """The dynamic last message: reflection notes, the previous outcome (fused reflection
+        only), then the parent to mutate."""
         parts = []
         notes = list(notes) if self.options.reflection else []
         if notes:
             parts.append(render("notes", notes="\n".join(f"- {n.text}" for n in notes)))
+        if previous is not None and self.options.fused_reflection and self.options.reflection:
+            parts.append(render("previous_outcome", **previous.values(self.proxy.name)))
         parts.append(render("user", parent=parent_json(parent_encoded, self.proxy.name, parent_score)))
         return "\n\n".join(parts)
 
-    def messages(self, parent_encoded: str, parent_score: float, notes: Iterable[Note] = ()) -> list[Message]:
+    def messages(
+        self,
+        parent_encoded: str,
+        parent_score: float,
+        notes: Iterable[Note] = (),
+        previous: PreviousOutcome | None = None,
+    ) -> list[Message]:
         """Static prefix (system + example) followed by the user message for ``parent``."""
-        return [*self.prefix, Message("user", self.user_message(parent_encoded, parent_score, notes))]
+        return [*self.prefix, Message("user", self.user_message(parent_encoded, parent_score, notes, previous))]
 
     def repair_messages(self, messages: list[Message], reply: str, error: str) -> list[Message]:
         """The conversation extended by the rejected reply and the error, for one repair try."""
@@ -266,19 +344,8 @@ class ReflectionPrompt:
         exception: str,
     ) -> list[Message]:
         """Messages for one reflection; ``child`` may be raw model text when it did not parse."""
-        if child_score is None:
-            change = "none (the child was not scored)"
-        else:
-            change = f"{child_score - parent_score:+.6g} (parent {parent_score:.6g} -> child {child_score:.6g})"
-        user = render(
-            "reflect_user",
-            proxy=self.proxy.name,
-            parent=parent_json(parent, self.proxy.name, parent_score),
-            child=child,
-            outcome=outcome,
-            change=change,
-            exception=exception or "none",
-        )
+        step = PreviousOutcome(parent, parent_score, child, outcome, child_score, exception)
+        user = render("reflect_user", proxy=self.proxy.name, **step.values(self.proxy.name))
         return [Message("system", self.system), Message("user", user)]
 
 

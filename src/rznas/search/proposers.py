@@ -14,7 +14,7 @@ from ..registry import Registry
 from ..spaces.base import SearchSpace
 from .gateway import LLMGateway
 from .memory import Note
-from .prompt import MutationPrompt, mutation_schema
+from .prompt import MutationPrompt, PreviousOutcome, mutation_schema
 from .trial import Member, TrialState
 
 #: the paper's temperature set; one value is drawn per LLM call
@@ -30,6 +30,7 @@ class Proposal:
     reason: str = ""
     thinking: str = ""
     raw: str = ""  # the last model reply (for reflection on failures)
+    reflection: str = ""  # fused reflection: advice on the previous trial, from this reply
 
 
 class Proposer(Protocol):
@@ -100,10 +101,11 @@ class RandomProposer:
 class ReplyRejected(Exception):
     """Internal: a reply that did not yield an architecture (state + reason)."""
 
-    def __init__(self, state: TrialState, reason: str):
+    def __init__(self, state: TrialState, reason: str, reflection: str = ""):
         super().__init__(reason)
         self.state = state
         self.reason = reason
+        self.reflection = reflection
 
 
 @PROPOSERS.register("llm")
@@ -127,38 +129,63 @@ class LLMProposer:
         self.repair_attempts = int(opts.pop("repair_attempts", 1))
         self.max_tokens = int(opts.pop("max_tokens", 256))
         self.max_reply_chars = int(opts.pop("max_reply_chars", 20_000))
-        self.schema = mutation_schema(self.space, constrain=bool(opts.pop("constrain_arch", False)))
+        self.fused_reflection = bool(opts.pop("fused_reflection", False))
+        self.schema = mutation_schema(
+            self.space, constrain=bool(opts.pop("constrain_arch", False)), fused_reflection=self.fused_reflection
+        )
         if opts:
             raise ConfigError(f"unknown llm proposer options: {', '.join(sorted(opts))}")
         if self.repair_attempts < 0:
             raise ConfigError("repair attempts must be >= 0")
 
-    def propose(self, parent: Member, notes: Sequence[Note] = ()) -> Proposal:
-        messages = self.prompt.messages(self.space.encode(parent.arch), parent.score, notes)
+    def propose(
+        self,
+        parent: Member,
+        notes: Sequence[Note] = (),
+        *,
+        temperature: Temperature | None = None,
+        previous: PreviousOutcome | None = None,
+    ) -> Proposal:
+        """Ask for one child of ``parent``. ``temperature``: a per-proposal source instead of the
+        shared one (concurrent search); ``previous``: the outcome to reflect on in this call
+        (fused reflection)."""
+        temperature = temperature or self.temperature
+        messages = self.prompt.messages(
+            self.space.encode(parent.arch), parent.score, notes, previous if self.fused_reflection else None
+        )
         purpose = "mutate"
+        reflection = ""
         for attempt in range(self.repair_attempts + 1):
             call = self.gateway.complete(
                 purpose,
                 messages,
-                temperature=self.temperature.draw(),
+                temperature=temperature.draw(),
                 max_tokens=self.max_tokens,
                 json_schema=self.schema,
             )
             try:
-                arch, thinking = self.parse(call.text)
+                arch, thinking, said = self.parse_reply(call.text)
+                reflection = said or reflection
             except ReplyRejected as rejected:
+                reflection = rejected.reflection or reflection
                 repairable = rejected.state in (TrialState.PARSE_ERROR, TrialState.INVALID)
                 if attempt < self.repair_attempts and repairable:
                     messages = self.prompt.repair_messages(messages, call.text, rejected.reason)
                     purpose = "repair"
                     continue
                 tries = f" (after {attempt} repair attempt{'s' if attempt != 1 else ''})" if attempt else ""
-                return Proposal(None, rejected.state, rejected.reason + tries, raw=call.text)
-            return Proposal(arch, thinking=thinking, raw=call.text)
+                return Proposal(None, rejected.state, rejected.reason + tries, raw=call.text, reflection=reflection)
+            return Proposal(arch, thinking=thinking, raw=call.text, reflection=reflection)
         raise AssertionError("unreachable")
 
     def parse(self, text: str) -> tuple[Architecture, str]:
         """Reply text -> (child, thinking); raises ReplyRejected with the state and reason."""
+        arch, thinking, _ = self.parse_reply(text)
+        return arch, thinking
+
+    def parse_reply(self, text: str) -> tuple[Architecture, str, str]:
+        """Reply text -> (child, thinking, reflection); raises ReplyRejected (state, reason, and any
+        reflection the reply held)."""
         try:
             data = extract_json_object(text, max_chars=self.max_reply_chars)
         except ParseError as exc:
@@ -166,20 +193,24 @@ class LLMProposer:
             if salvaged is None:
                 raise ReplyRejected(TrialState.PARSE_ERROR, str(exc)) from None
             data = {"arch": salvaged}  # a reply cut off by max_tokens after a complete "arch" field
+        said = data.get("reflection") if self.fused_reflection else None
+        reflection = said[:2000] if isinstance(said, str) else ""
         encoded = data.get("arch")
         if not isinstance(encoded, str):
             found = "no 'arch' field" if encoded is None else f"'arch' is a {type(encoded).__name__}, not a string"
-            raise ReplyRejected(TrialState.PARSE_ERROR, f"reply JSON has {found}")
+            raise ReplyRejected(TrialState.PARSE_ERROR, f"reply JSON has {found}", reflection)
         try:
             arch = self.space.decode(encoded)
         except InvalidArchitecture as exc:
-            raise ReplyRejected(TrialState.INVALID, str(exc)) from None
+            raise ReplyRejected(TrialState.INVALID, str(exc), reflection) from None
         if self.prompt.is_example_copy(arch):
             raise ReplyRejected(
-                TrialState.COPIED_EXAMPLE, "the reply copies the in-context example's answer instead of mutating the parent"
+                TrialState.COPIED_EXAMPLE,
+                "the reply copies the in-context example's answer instead of mutating the parent",
+                reflection,
             )
         thinking = data.get("thinking")
-        return arch, thinking[:1000] if isinstance(thinking, str) else ""
+        return arch, thinking[:1000] if isinstance(thinking, str) else "", reflection
 
     def rng_state(self) -> Any:
         return self.rng.getstate()

@@ -7,15 +7,17 @@ re-runs a finished run offline from its reply cache into a new directory.
 """
 from __future__ import annotations
 
+import random
 import time
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..arch import Architecture
-from ..data.probe import make_probe
 from ..errors import BudgetExhausted, ConfigError
 from ..llm.base import LLMClient
 from ..llm.budget import Budget as UsageBudget
@@ -23,15 +25,14 @@ from ..proxies import get_proxy
 from ..spaces import get_space
 from ..store import RunStore
 from .benchmark import benchmark_accuracies
-from .budget import Budget
 from .config import SearchConfig
-from .evaluator import Evaluator
-from .gateway import LLMGateway
+from .executors import EvaluatorSpec, Executor, create_executor
+from .gateway import CallRecord, LLMGateway
 from .memory import Note, ReflectionMemory, clean_note
 from .progress import Progress
-from .prompt import MutationPrompt, PromptOptions, ReflectionPrompt, arch_pattern
-from .proposers import PROPOSERS, Proposal, ProposerContext, create_proposer
-from .reflection import Reflector
+from .prompt import MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPrompt, arch_pattern
+from .proposers import PROPOSERS, Proposal, ProposerContext, Temperature, create_proposer
+from .reflection import Reflector, previous_outcome
 from .strategy import Evolution
 from .trial import Ask, Member, Outcome, Trial, TrialState
 
@@ -49,6 +50,62 @@ class RunResult:
     best_encoded: str | None
     trials: int
     benchmark: dict[str, Any]
+    usage: dict[str, Any] = field(default_factory=dict)  # tokens and cost, in total and per iteration
+
+
+#: settings a resume may change: budgets, endpoints and where/how fast work runs (not what is searched)
+RESUME_OVERRIDES = frozenset(
+    {
+        "iterations", "max_cost_usd", "max_tokens", "llm_base_url", "llm_timeout", "llm_max_retries", "nb201",
+        "executor", "workers", "ray_address", "score_cache", "concurrency",
+    }
+)
+
+
+@dataclass
+class Slot:
+    """One ask on its way through propose -> evaluate -> reflect -> commit."""
+
+    seq: int  # dispatch number (key of the store's pending row; -1 in the sequential loop)
+    ask: Ask
+    notes: list[Note] = field(default_factory=list)
+    previous: PreviousOutcome | None = None  # fused reflection: the step this mutation call reflects on
+    own_stream: bool = False  # temperatures from a stream of its own (seed, seq): concurrent search
+    temperature: Temperature | None = None
+    proposal: Proposal | None = None
+    outcome: Outcome | None = None
+    encoded: str | None = None
+    reflection: tuple[str, str] | None = None
+    calls: list[CallRecord] = field(default_factory=list)
+    claimed: str | None = None  # arch id this slot is evaluating
+    times: dict[str, float] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """What a resumed run needs to ask exactly this proposal again (JSON-ready)."""
+        parent = self.ask.parent
+        return {
+            "iteration": self.ask.iteration,
+            "arch": self.ask.arch.canonical_json() if self.ask.arch is not None else None,
+            "parent": [parent.arch.canonical_json(), parent.score, parent.number] if parent else None,
+            "notes": [[n.id, n.text, n.credit] for n in self.notes],
+            "previous": self.previous.to_json() if self.previous else None,
+            "own_stream": self.own_stream,
+        }
+
+    @classmethod
+    def from_payload(cls, seq: int, data: dict[str, Any], number: int) -> "Slot":
+        parent = None
+        if data["parent"] is not None:
+            arch_json, score, parent_number = data["parent"]
+            parent = Member(Architecture.from_json(arch_json), float(score), int(parent_number))
+        arch = Architecture.from_json(data["arch"]) if data["arch"] else None
+        return cls(
+            seq,
+            Ask(number, int(data["iteration"]), arch=arch, parent=parent),
+            notes=[Note(int(i), str(t), int(c)) for i, t, c in data["notes"]],
+            previous=PreviousOutcome.from_json(data["previous"]) if data.get("previous") else None,
+            own_stream=bool(data.get("own_stream", False)),
+        )
 
 
 def _state_to_json(state: Any) -> Any:
@@ -103,11 +160,26 @@ class SearchRun:
             if c.torch_threads < 1:
                 raise ConfigError(f"torch_threads must be >= 1, got {c.torch_threads}")
             torch.set_num_threads(c.torch_threads)
-        self.space = get_space(c.space)
+        # the evaluator is built from the same spec that workers and the score cache key use
+        self.eval_spec = EvaluatorSpec.from_config(c)
+        self.space = get_space(self.eval_spec.space, **dict(self.eval_spec.space_options))
         self.proxy = get_proxy(c.proxy)
-        self.probe = make_probe(c.data, data_dir=c.data_dir, batch_size=c.batch_size, chunks=c.probe_chunks, seed=c.seed)
-        budget = Budget(max_params=c.max_params, max_flops=c.max_flops, max_layers=c.max_layers, resolution=self.probe.resolution)
-        self.evaluator = Evaluator(self.space, self.proxy, self.probe, seed=c.seed, budget=budget)
+        self.evaluator = self.eval_spec.build()  # exactly what process/Ray workers build
+        self.probe = self.evaluator.probe  # type: ignore[attr-defined]
+        self.score_cache = open_score_cache(c.score_cache)
+        try:
+            self.executor: Executor = create_executor(
+                c.executor,
+                self.eval_spec,
+                workers=c.workers,
+                ray_address=c.ray_address,
+                cache=self.score_cache,
+                evaluator=self.evaluator,
+            )
+        except BaseException:
+            if self.score_cache is not None:
+                self.score_cache.close()
+            raise
         self.strategy = Evolution(
             self.space,
             population_size=c.population,
@@ -132,6 +204,8 @@ class SearchRun:
                 code_description=c.code_description,
                 example=c.example,
                 reflection=c.reflection,
+                fused_reflection=c.fused_reflection and c.reflection,
+                lean=c.lean_prompt,
             )
             prompt = MutationPrompt(self.space, self.proxy, options)
         self.proposer = create_proposer(
@@ -145,24 +219,34 @@ class SearchRun:
                     "temperatures": c.temperatures,
                     "temperature": c.temperature,
                     "repair_attempts": c.repair_attempts,
-                    "max_tokens": c.mutate_max_tokens,
+                    # a fused reply also carries the reflection
+                    "max_tokens": c.mutate_max_tokens + (c.reflect_max_tokens if c.fused_reflection and c.reflection else 0),
                     "max_reply_chars": c.max_reply_chars,
                     # "auto" constrains only where the space has an encoding pattern; "on" insists
                     "constrain_arch": c.constrain and (c.constrain_arch == "on" or arch_pattern(self.space) is not None),
+                    "fused_reflection": c.fused_reflection and c.reflection,
                 }
                 if uses_llm
                 else {},
             ),
         )
+        self.fused = bool(uses_llm and c.reflection and c.fused_reflection)
         if uses_llm and c.reflection:
             assert self.gateway is not None
-            self.reflector = Reflector(
-                self.gateway,
-                ReflectionPrompt(prompt),
-                self.proposer.temperature,  # type: ignore[attr-defined]
-                max_tokens=c.reflect_max_tokens,
-            )
+            if not self.fused:
+                self.reflector = Reflector(
+                    self.gateway,
+                    ReflectionPrompt(prompt),
+                    self.proposer.temperature,  # type: ignore[attr-defined]
+                    max_tokens=c.reflect_max_tokens,
+                )
             self.memory = ReflectionMemory(c.memory_recent, c.memory_useful, c.note_max_chars)
+        self.uses_llm = bool(uses_llm)
+        self._previous: PreviousOutcome | None = None  # the last finished mutation step (fused reflection)
+        self._claims: dict[str, int] = {}  # arch id -> seq of the slot evaluating it
+        self._next_seq = 0
+        #: force the concurrent engine even for concurrency 1 (tests compare it with the sequential loop)
+        self.force_async = False
 
     # ---- construction -----------------------------------------------------------------
     @classmethod
@@ -202,7 +286,7 @@ class SearchRun:
         try:
             config = SearchConfig.from_dict(store.config(), origin=f"{run_dir} config")
             if overrides:
-                allowed = {"iterations", "max_cost_usd", "max_tokens", "llm_base_url", "llm_timeout", "llm_max_retries", "nb201"}
+                allowed = RESUME_OVERRIDES
                 bad = sorted(set(overrides) - allowed)
                 if bad:
                     raise ConfigError(
@@ -253,33 +337,30 @@ class SearchRun:
             self.gateway.restore(self.store.committed_request_hashes())
             spent = self.store.usage()
             self.gateway.usage.add(spent["input_tokens"], spent["output_tokens"], spent["cost_usd"], calls=int(spent["calls"]))
+        last = self.store.meta("last_outcome")
+        self._previous = PreviousOutcome.from_json(last) if last else None
+        pending = self.store.pending()
+        self._next_seq = int((state or {}).get("next_seq", 0))
         if trials:
             self.progress.message(f"resuming {self.run_dir} after trial {trials[-1].number} (iteration {trials[-1].iteration})")
+        if pending:
+            self.progress.message(f"re-asking {len(pending)} proposal(s) that were in flight (replies come from the cache)")
 
     # ---- the loop ---------------------------------------------------------------------
     def run(self) -> RunResult:
-        """Run to the end (or a clean stop on an LLM budget); writes the result files."""
+        """Run to the end (or a clean stop on an LLM budget); writes the result files.
+
+        ``concurrency`` 1 is the paper's sequential loop; K > 1 keeps up to K proposals in
+        flight (:meth:`_run_concurrent`). A resumed run with proposals that were in flight at
+        the crash always continues concurrently, asking those first.
+        """
         self.store.set_status("running")
         status, reason = "finished", ""
         try:
-            while True:
-                if self.gateway is not None and not self.strategy.initialising:
-                    exhausted = self.gateway.usage.exhausted_reason()
-                    if exhausted:
-                        status, reason = "stopped", exhausted
-                        break
-                ask = self.strategy.ask()
-                if ask is None:
-                    break
-                try:
-                    trial, reflection = self._run_one(ask)
-                except BudgetExhausted as exc:
-                    status, reason = "stopped", str(exc)
-                    break
-                calls = self.gateway.drain() if self.gateway is not None else []
-                self.store.commit_trial(trial, calls, self._rng_state(), reflection)
-                self._apply(trial, reflection[0] if reflection else None)
-                self._report(trial)
+            concurrent = self.config.concurrency > 1 or self.force_async or bool(self.store.pending())
+            stopped = self._run_concurrent(self.config.concurrency) if concurrent else self._run_sequential()
+            if stopped:
+                status, reason = "stopped", stopped
         except KeyboardInterrupt:
             self.store.set_status("interrupted", f"interrupted; continue with: rznas search --resume {self.run_dir}")
             raise
@@ -290,48 +371,275 @@ class SearchRun:
             self.progress.message(f"stopped: {reason}; continue with: rznas search --resume {self.run_dir}")
         return self.finish(status, reason)
 
-    def _run_one(self, ask: Ask) -> tuple[Trial, tuple[str, str] | None]:
-        start = time.perf_counter()
-        notes: list[Note] = []
-        parent = ask.parent
-        if parent is None:
-            assert ask.arch is not None
-            proposal = Proposal(ask.arch)
-        else:
-            notes = self.memory.shown() if self.memory is not None else []
-            proposal = self.proposer.propose(parent, notes)
-        proposed = time.perf_counter()
-        if proposal.state is not None:
-            outcome = Outcome(proposal.state, proposal.arch, reason=proposal.reason)
-        else:
-            assert proposal.arch is not None
-            if parent is not None and proposal.arch.id == parent.id:
-                outcome = Outcome(TrialState.DUPLICATE, proposal.arch, reason="the child equals its parent (nothing was mutated)")
+    def _budget_stop(self) -> str | None:
+        if self.gateway is not None and not self.strategy.initialising:
+            return self.gateway.usage.exhausted_reason()
+        return None
+
+    def _run_sequential(self) -> str | None:
+        """One trial after another: ask, propose, evaluate, reflect, commit (the paper's loop)."""
+        while True:
+            exhausted = self._budget_stop()
+            if exhausted:
+                return exhausted
+            ask = self.strategy.ask()
+            if ask is None:
+                return None
+            slot = self._new_slot(ask, seq=-1)
+            try:
+                self._propose(slot)
+                outcome = self._precheck(slot)
+                if outcome is None:
+                    assert slot.proposal is not None and slot.proposal.arch is not None
+                    outcome = self.executor.submit(slot.proposal.arch).result()
+                self._evaluated(slot, outcome)
+                self._reflect(slot)
+            except BudgetExhausted as exc:
+                return str(exc)
+            slot.calls = self.gateway.drain() if self.gateway is not None else []
+            self._commit(slot)
+
+    def _run_concurrent(self, k: int) -> str | None:
+        """Steady-state evolution with up to ``k`` proposals in flight.
+
+        LLM calls (mutation, repair, reflection) run in a thread pool of ``k`` threads;
+        evaluations go to the executor; this thread owns the strategy, the memory and the
+        store, and commits each trial the moment its last step finishes (completion order).
+        Every dispatch is written to the store first (parent, notes, RNG states), so after a
+        crash the proposals that were in flight are asked again with the same requests and
+        answered from the reply cache.
+        """
+        pool = ThreadPoolExecutor(max_workers=k, thread_name_prefix="rznas-propose")
+        active: dict[Future[Any], tuple[str, Slot]] = {}
+        flying: list[Slot] = []
+        stop: str | None = None
+        fatal: BaseException | None = None
+
+        def launch(slot: Slot) -> None:
+            flying.append(slot)
+            if slot.ask.parent is None:  # an initial sample: nothing to propose
+                slot.times["start"] = slot.times["proposed"] = time.perf_counter()
+                slot.proposal = Proposal(slot.ask.arch)
+                self._claims[slot.ask.arch.id] = slot.seq  # type: ignore[union-attr]
+                slot.claimed = slot.ask.arch.id  # type: ignore[union-attr]
+                active[self.executor.submit(slot.ask.arch)] = ("evaluate", slot)  # type: ignore[arg-type]
+            elif not self.uses_llm:  # cheap and RNG-driven: propose here, in dispatch order
+                self._propose(slot)
+                after_proposal(slot)
             else:
-                outcome = self.strategy.duplicate_outcome(proposal.arch) or self.evaluator(proposal.arch)
-        evaluated = time.perf_counter()
-        encoded = None
+                active[pool.submit(self._in_thread, self._propose, slot)] = ("propose", slot)
+
+        def after_proposal(slot: Slot) -> None:
+            outcome = self._precheck(slot)
+            if outcome is not None:
+                after_evaluation(slot, outcome)
+                return
+            assert slot.proposal is not None and slot.proposal.arch is not None
+            slot.claimed = slot.proposal.arch.id
+            self._claims[slot.claimed] = slot.seq
+            active[self.executor.submit(slot.proposal.arch)] = ("evaluate", slot)
+
+        def after_evaluation(slot: Slot, outcome: Outcome) -> None:
+            self._evaluated(slot, outcome)
+            if self.reflector is not None and slot.ask.parent is not None:
+                active[pool.submit(self._in_thread, self._reflect, slot)] = ("reflect", slot)
+            else:
+                self._reflect(slot)  # fused or no reflection: no call
+                commit(slot)
+
+        def commit(slot: Slot) -> None:
+            flying.remove(slot)
+            self._commit(slot)
+
+        def drop(slot: Slot) -> None:
+            flying.remove(slot)
+            if slot.claimed is not None and self._claims.get(slot.claimed) == slot.seq:
+                del self._claims[slot.claimed]
+
+        try:
+            backlog = deque(self.store.pending())
+            while True:
+                while fatal is None and stop is None and len(flying) < k:
+                    if backlog:
+                        seq, payload = backlog.popleft()
+                        launch(Slot.from_payload(seq, payload, self.strategy.trials + len(flying)))
+                        continue
+                    stop = self._budget_stop()
+                    if stop:
+                        break
+                    ask = self._ask_concurrent(flying)
+                    if ask is None:
+                        break
+                    slot = self._new_slot(ask, seq=self._next_seq)
+                    self._next_seq += 1
+                    self.store.add_pending(slot.seq, slot.payload(), self._rng_state())
+                    launch(slot)
+                if not flying:
+                    break
+                if not active:  # every flying slot committed synchronously: dispatch again
+                    continue
+                done, _ = wait(list(active), return_when=FIRST_COMPLETED)
+                for future in done:
+                    stage, slot = active.pop(future)
+                    try:
+                        result = future.result()
+                    except BudgetExhausted as exc:
+                        stop = stop or str(exc)
+                        drop(slot)  # stays pending: asked again (from the cache) on resume
+                        continue
+                    except Exception as exc:  # an LLM error the retries did not fix, an evaluator bug
+                        fatal = fatal or exc
+                        drop(slot)
+                        continue
+                    if stage == "propose":
+                        slot.calls.extend(result)
+                        after_proposal(slot)
+                    elif stage == "evaluate":
+                        after_evaluation(slot, result)
+                    else:
+                        slot.calls.extend(result)
+                        commit(slot)
+        finally:
+            pool.shutdown(wait=fatal is not None or stop is not None, cancel_futures=True)
+        if fatal is not None:
+            raise fatal
+        return stop
+
+    def _in_thread(self, step: Callable[[Slot], None], slot: Slot) -> list[CallRecord]:
+        """Run one LLM step of ``slot`` in a pool thread; returns that thread's call records."""
+        assert self.gateway is not None
+        self.gateway.drain()  # calls of an aborted earlier step in this thread are not ours
+        step(slot)
+        return self.gateway.drain()
+
+    def _ask_concurrent(self, flying: list[Slot]) -> Ask | None:
+        """The next ask given the slots in flight (the initial population is filled first)."""
+        initial = [s for s in flying if s.ask.iteration == 0]
+        if self.strategy.initialising:
+            if len(initial) != len(flying):
+                return None
+            exclude = set(self._claims)
+            return self.strategy.ask(in_flight=len(initial), exclude=exclude)
+        if initial:
+            return None  # evolution starts once the initial population is settled
+        return self.strategy.ask(in_flight=len(flying))
+
+    def _new_slot(self, ask: Ask, *, seq: int) -> Slot:
+        """A slot for ``ask`` with the notes and (fused) previous outcome it is asked with now."""
+        slot = Slot(seq, ask, own_stream=self.uses_llm and seq >= 0 and self.config.concurrency > 1)
+        if ask.parent is not None:
+            slot.notes = self.memory.shown() if self.memory is not None else []
+            slot.previous = self._previous if self.fused else None
+        return slot
+
+    def _temperature(self, slot: Slot) -> Temperature | None:
+        """Concurrent slots draw from their own stream (seeded by seed and dispatch number), so a
+        re-asked proposal repeats its requests; concurrency 1 shares the proposer's stream."""
+        if not slot.own_stream:
+            return None
+        if slot.temperature is None:
+            shared: Temperature = self.proposer.temperature  # type: ignore[attr-defined]
+            slot.temperature = Temperature(
+                random.Random(f"slot:{self.config.seed}:{slot.seq}"), shared.choices, shared.fixed
+            )
+        return slot.temperature
+
+    # ---- the steps of one trial (shared by both loops) ---------------------------------
+    def _propose(self, slot: Slot) -> None:
+        slot.times["start"] = time.perf_counter()
+        parent = slot.ask.parent
+        if parent is None:
+            assert slot.ask.arch is not None
+            slot.proposal = Proposal(slot.ask.arch)
+        elif self.uses_llm:
+            slot.proposal = self.proposer.propose(  # type: ignore[call-arg]
+                parent, slot.notes, temperature=self._temperature(slot), previous=slot.previous
+            )
+        else:
+            slot.proposal = self.proposer.propose(parent, slot.notes)
+        slot.times["proposed"] = time.perf_counter()
+
+    def _precheck(self, slot: Slot) -> Outcome | None:
+        """The outcome without evaluating (failed proposal, copy of the parent, already
+        evaluated or being evaluated), or None when the child must be evaluated."""
+        proposal, parent = slot.proposal, slot.ask.parent
+        assert proposal is not None
+        if proposal.state is not None:
+            return Outcome(proposal.state, proposal.arch, reason=proposal.reason)
+        assert proposal.arch is not None
+        if parent is not None and proposal.arch.id == parent.id:
+            return Outcome(TrialState.DUPLICATE, proposal.arch, reason="the child equals its parent (nothing was mutated)")
+        seen = self.strategy.duplicate_outcome(proposal.arch)
+        if seen is None and proposal.arch.id in self._claims:
+            seen = Outcome(
+                TrialState.DUPLICATE,
+                proposal.arch,
+                reason="already being evaluated for a concurrent proposal (not scored twice)",
+            )
+        return seen
+
+    def _evaluated(self, slot: Slot, outcome: Outcome) -> None:
+        slot.outcome = outcome
+        slot.times["evaluated"] = time.perf_counter()
         if outcome.arch is not None and outcome.state is not TrialState.INVALID:
-            encoded = self.space.encode(outcome.arch)
-        reflection = None
-        if self.reflector is not None and parent is not None:
-            call = self.reflector.reflect(parent, self.space.encode(parent.arch), proposal, outcome, encoded)
-            reflection = (clean_note(call.text, self.config.note_max_chars), call.text)
-        done = time.perf_counter()
+            slot.encoded = self.space.encode(outcome.arch)
+
+    def _reflect(self, slot: Slot) -> None:
+        """The separate reflection call, or the fused reflection carried by the mutation reply."""
+        parent, proposal, outcome = slot.ask.parent, slot.proposal, slot.outcome
+        assert proposal is not None and outcome is not None
+        if parent is not None and self.reflector is not None:
+            call = self.reflector.reflect(
+                parent, self.space.encode(parent.arch), proposal, outcome, slot.encoded, temperature=self._temperature(slot)
+            )
+            slot.reflection = (clean_note(call.text, self.config.note_max_chars), call.text)
+        elif parent is not None and self.fused and slot.previous is not None:
+            slot.reflection = (clean_note(proposal.reflection, self.config.note_max_chars), proposal.reflection)
+        slot.times["done"] = time.perf_counter()
+
+    def _commit(self, slot: Slot) -> None:
+        """Number the trial, write it with its calls atomically, and apply it."""
+        ask = self.strategy.stamp(slot.ask)
+        outcome = slot.outcome
+        proposal = slot.proposal
+        assert outcome is not None and proposal is not None
+        if slot.claimed is not None and self._claims.get(slot.claimed) == slot.seq:
+            del self._claims[slot.claimed]
+        if outcome.state is TrialState.COMPLETE and outcome.arch is not None:
+            outcome = self.strategy.duplicate_outcome(outcome.arch) or outcome  # defensive: never twice
+        t = slot.times
+        start, proposed = t.get("start", 0.0), t.get("proposed", t.get("start", 0.0))
+        evaluated = t.get("evaluated", proposed)
+        done = t.get("done", time.perf_counter())
         trial = self.strategy.make_trial(
             ask,
             outcome,
-            encoded=encoded,
+            encoded=slot.encoded,
             thinking=proposal.thinking,
             timings={
                 "propose_s": proposed - start,
                 "evaluate_s": evaluated - proposed,
                 "reflect_s": done - evaluated,
-                "total_s": done - start,
+                "total_s": time.perf_counter() - start,
             },
-            notes_shown=tuple(n.id for n in notes),
+            notes_shown=tuple(n.id for n in slot.notes),
         )
-        return trial, reflection
+        meta: dict[str, Any] = {}
+        if ask.parent is not None and self.fused:
+            self._previous = previous_outcome(
+                ask.parent, self.space.encode(ask.parent.arch), proposal, outcome, slot.encoded
+            )
+            meta["last_outcome"] = self._previous.to_json()
+        self.store.commit_trial(
+            trial,
+            slot.calls,
+            self._rng_state(),
+            slot.reflection,
+            pending_seq=slot.seq if slot.seq >= 0 else None,
+            meta=meta,
+        )
+        self._apply(trial, slot.reflection[0] if slot.reflection else None)
+        self._report(trial)
 
     def _apply(self, trial: Trial, note: str | None) -> None:
         """Advance strategy and memory by one committed trial (live and on resume alike)."""
@@ -351,6 +659,7 @@ class SearchRun:
         return {
             "strategy": _state_to_json(self.strategy.rng_state()),
             "proposer": _state_to_json(self.proposer.rng_state()),
+            "next_seq": self._next_seq,  # dispatch numbers of a concurrent search
         }
 
     def _report(self, trial: Trial) -> None:
@@ -379,10 +688,28 @@ class SearchRun:
         summary = write_report(self.store, self.run_dir, benchmark=lookup)
         self.store.set_status(status, reason)
         best = self.strategy.best()
-        return RunResult(self.run_dir, status, reason, best, summary["arch"], self.strategy.trials, summary["benchmark"])
+        return RunResult(
+            self.run_dir, status, reason, best, summary["arch"], self.strategy.trials, summary["benchmark"],
+            summary.get("tokens", {}),
+        )
 
     def close(self) -> None:
-        self.store.close()
+        """Release the evaluation workers, the score cache and the run store."""
+        try:
+            self.executor.close()
+        finally:
+            if self.score_cache is not None:
+                self.score_cache.close()
+            self.store.close()
+
+
+def open_score_cache(setting: str | None) -> Any:
+    """The persistent score cache named by the ``score_cache`` setting (None for "none")."""
+    if setting is not None and setting.strip().lower() in ("none", "off", "false", ""):
+        return None
+    from ..score_cache import ScoreCache
+
+    return ScoreCache.open(None if setting in (None, "default") else setting)
 
 
 def _check_nb201(config: SearchConfig) -> None:
@@ -394,4 +721,4 @@ def _check_nb201(config: SearchConfig) -> None:
     open_nb201(config.nb201, data_dir=config.data_dir)
 
 
-__all__ = ["RunResult", "SearchRun", "default_client_factory"]
+__all__ = ["RESUME_OVERRIDES", "RunResult", "SearchRun", "Slot", "default_client_factory", "open_score_cache"]

@@ -10,9 +10,10 @@ reproducible, and its state can be saved and restored for resume.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from ..arch import Architecture
 from ..errors import ConfigError
@@ -90,19 +91,37 @@ class Evolution:
     def finished(self) -> bool:
         return not self.initialising and self.iteration >= self.iterations
 
-    def ask(self) -> Ask | None:
-        """The next request: a random initial sample, a parent to mutate, or None when done."""
+    def ask(self, *, in_flight: int = 0, exclude: Collection[str] = ()) -> Ask | None:
+        """The next request: a random initial sample, a parent to mutate, or None when done.
+
+        Concurrent search passes the number of asks ``in_flight`` (not yet told, all of the
+        current phase) and the arch ids to avoid (``exclude``: samples being evaluated); then
+        None may also mean "wait for a result". The number and iteration of such an ask are
+        provisional: :meth:`stamp` sets them when it is told. With ``in_flight=0`` this is
+        the sequential ask.
+        """
         if self.initialising:
-            if self.init_trials >= self.max_init_trials:
+            if len(self.population) + in_flight >= self.population_size:
+                return None
+            if self.init_trials + in_flight >= self.max_init_trials:
+                if in_flight:
+                    return None
                 raise ConfigError(
                     f"could not fill a population of {self.population_size}: {self.init_trials} initial "
                     f"samples gave {len(self.population)} valid members (last failure: {self._last_failure})"
                 )
-            return Ask(self.trials, 0, arch=self._sample_unseen())
-        if self.finished:
+            return Ask(self.trials + in_flight, 0, arch=self._sample_unseen(exclude))
+        if self.iteration + in_flight >= self.iterations:
             return None
         parent = self.select(self.population, self.rng, self.tournament_size)
-        return Ask(self.trials, self.iteration + 1, parent=parent)
+        return Ask(self.trials + in_flight, self.iteration + in_flight + 1, parent=parent)
+
+    def stamp(self, ask: Ask) -> Ask:
+        """``ask`` numbered as the next trial to tell (asks of a concurrent search finish in any order)."""
+        iteration = 0 if ask.iteration == 0 else self.iteration + 1
+        if ask.number == self.trials and ask.iteration == iteration:
+            return ask
+        return dataclasses.replace(ask, number=self.trials, iteration=iteration)
 
     def lookup(self, arch: Architecture) -> Trial | None:
         """The trial that already evaluated ``arch``, if any (the evaluation cache)."""
@@ -188,9 +207,9 @@ class Evolution:
     def set_rng_state(self, state: Any) -> None:
         self.rng.setstate(state)
 
-    def _sample_unseen(self) -> Architecture:
+    def _sample_unseen(self, exclude: Collection[str] = ()) -> Architecture:
         for _ in range(1000):
             arch = self.space.sample(self.rng)
-            if arch.id not in self.evaluated:
+            if arch.id not in self.evaluated and arch.id not in exclude:
                 return arch
         raise ConfigError(f"space {self.space.name!r} seems exhausted: 1000 samples were all seen before")
