@@ -86,6 +86,25 @@ def test_size_proxies_are_exact(probe):
     assert get_proxy("flops").score(model, probe) > 0
 
 
+def test_count_macs_restores_train_mode_and_takes_parameter_free_models():
+    from rznas.proxies.size import count_macs
+
+    model = tiny_model().train()
+    model.classifier.eval()  # a mixed state must come back exactly as it was
+    modes = [m.training for m in model.modules()]
+    macs = count_macs(model, 16)
+    assert macs > 0
+    assert [m.training for m in model.modules()] == modes
+    pool = torch.nn.Sequential(torch.nn.AvgPool2d(2), torch.nn.Flatten())
+    assert count_macs(pool, 8) == 0 and pool.training
+
+
+def test_jacob_cov_on_a_single_sample_is_a_proxy_error_not_a_crash():
+    single = gaussian_probe(batch_size=1, chunks=1, resolution=16, num_classes=10, seed=3)
+    result = evaluate(tiny_model(), single, [get_proxy("jacob_cov")])["jacob_cov"]
+    assert not result.ok and "at least 2 samples" in result.error
+
+
 def test_flops_match_nb201_convention():
     """Conv/linear multiply-adds; NB201's own table (NASLib: 222.86M) also counts BN and pooling."""
     space = get_space("nb201")

@@ -6,9 +6,10 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from rznas.arch import Architecture
-from rznas.errors import ConfigError, ProxyError
+from rznas.errors import ConfigError, InvalidArchitecture, ProxyError
 from rznas.llm import create_client
 from rznas.proxies.base import Proxy
 from rznas.proxies import get_proxy
@@ -208,6 +209,47 @@ def test_proxy_error_is_a_state_not_a_score():
     evaluator = Evaluator(NB201, FailingProxy(), gaussian_probe(batch_size=2, chunks=1), seed=0)
     outcome = evaluator(NB201.make(["none"] * 6))
     assert outcome.state is TrialState.PROXY_ERROR and "NaN" in outcome.reason and outcome.score is None
+
+
+class _BrokenForward(torch.nn.Module):
+    """A network whose forward pass fails (as a too-small input does in a real space)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        raise RuntimeError("Output size is too small")
+
+
+class _UncountedSpace:
+    """NB201's validation without analytic counters, so FLOPs are measured on the built network."""
+
+    name = "nb201"
+
+    def __init__(self, build):
+        self._build = build
+
+    def validate(self, arch):
+        return NB201.validate(arch)
+
+    def build(self, arch, num_classes=10):
+        return self._build()
+
+
+def _refuse():
+    raise InvalidArchitecture("cannot build this cell")
+
+
+@pytest.mark.parametrize(
+    "build, state, words",
+    [(_BrokenForward, TrialState.PROXY_ERROR, "budget check: RuntimeError"), (_refuse, TrialState.INVALID, "cannot build")],
+)
+def test_a_failing_budget_measurement_is_a_recorded_state_not_a_crash(build, state, words):
+    probe = gaussian_probe(batch_size=2, chunks=1)
+    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, seed=0, budget=Budget(max_flops=1e9))
+    outcome = evaluator(NB201.make(["none"] * 6))
+    assert outcome.state is state and words in outcome.reason and outcome.score is None
 
 
 def test_evaluation_is_seeded_per_architecture():
@@ -415,3 +457,40 @@ def test_constrained_schema_is_sent_to_the_backend(tmp_path):
     mutate_schemas = [s for s in seen if s is not None]
     assert len(mutate_schemas) == 2 and "pattern" in mutate_schemas[0]["properties"]["arch"]
     assert seen.count(None) == 2  # reflections are free text
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--space", "zen_resnet", "--budget", "no-such-preset"],
+        ["--space", "nb201", "--space-option", "no_such_option=1"],
+        ["--proxy", "no-such-proxy"],
+        ["--proposer", "llm", "--llm", "no-such-backend:model"],
+    ],
+)
+def test_bad_search_settings_exit_non_zero_and_leave_no_run_directory(tmp_path, flags, capsys):
+    from rznas.cli import main
+
+    out = tmp_path / "run"
+    code = main(["search", "--out", str(out), "--quiet", "--iterations", "1", "--population", "2", "--score-cache", "none", *flags])
+    assert code != 0
+    assert "error" in capsys.readouterr().err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_that_fails_after_validation_removes_its_store(tmp_path, monkeypatch):
+    from rznas.search import runner
+
+    def broken_executor(*args, **kwargs):
+        raise ConfigError("no such executor setup")
+
+    monkeypatch.setattr(runner, "create_executor", broken_executor)
+    config = SearchConfig(proposer="random", population=2, iterations=1, score_cache="none")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for out in (tmp_path / "new", existing):
+        with pytest.raises(ConfigError, match="no such executor"):
+            SearchRun.start(config, out, progress=Progress(enabled=False))
+    assert not (tmp_path / "new").exists()
+    assert existing.is_dir() and list(existing.iterdir()) == []

@@ -19,6 +19,8 @@ class JacobCov(Proxy):
 
     def compute(self, ctx: ScoringContext) -> float:
         jacobian = ctx.gradient_pass(0).input_jacobian.to("cpu").double().numpy()
+        if jacobian.shape[0] < 2:  # corrcoef of one row is a scalar: no spectrum to score
+            raise ProxyError("jacob_cov: needs at least 2 samples in the probe batch to correlate their Jacobians")
         with np.errstate(invalid="ignore", divide="ignore"):
             correlations = np.corrcoef(jacobian)
         if not np.all(np.isfinite(correlations)):

@@ -13,11 +13,19 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def count_macs(model: torch.nn.Module, resolution: int, channels: int = 3) -> int:
-    """Multiply-accumulates of one forward pass on one image (torch counts 2 FLOPs per MAC)."""
-    device = next(model.parameters()).device
-    model = model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, channels, resolution, resolution, device=device))
+    """Multiply-accumulates of one forward pass on one image (torch counts 2 FLOPs per MAC).
+
+    Counted in eval mode; every module's train/eval mode is restored afterwards."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, channels, resolution, resolution, device=device))
+    finally:
+        for module, training in modes:
+            module.training = training
     return counter.get_total_flops() // 2
 
 

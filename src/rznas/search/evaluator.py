@@ -52,9 +52,15 @@ class Evaluator:
             measurements = self.checker.check(arch, build)
         except BudgetExceeded as exc:
             return Outcome(TrialState.OVER_BUDGET, arch, reason=str(exc))
+        except InvalidArchitecture as exc:  # the space refused to build what it validated
+            return Outcome(TrialState.INVALID, arch, reason=str(exc))
+        except (RuntimeError, ValueError) as exc:  # building or the counting forward pass failed
+            return Outcome(TrialState.PROXY_ERROR, arch, reason=f"budget check: {type(exc).__name__}: {exc}")
         try:
             net = build().train()
             results = evaluate(net, self.probe, [self.proxy], seed=arch_seed % (2**31))
+        except InvalidArchitecture as exc:
+            return Outcome(TrialState.INVALID, arch, reason=str(exc))
         except (ProxyError, RuntimeError, ValueError) as exc:
             return Outcome(TrialState.PROXY_ERROR, arch, reason=f"{type(exc).__name__}: {exc}")
         result = results[self.proxy.name]

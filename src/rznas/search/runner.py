@@ -23,7 +23,7 @@ from ..llm.base import LLMClient
 from ..llm.budget import Budget as UsageBudget
 from ..proxies import get_proxy
 from ..spaces import get_space
-from ..store import RunStore
+from ..store import DB_NAME, RunStore
 from .benchmark import benchmark_accuracies
 from .config import SearchConfig
 from .executors import EvaluatorSpec, Executor, create_executor
@@ -259,16 +259,21 @@ class SearchRun:
         client_factory: ClientFactory = default_client_factory,
         progress: Progress | None = None,
     ) -> "SearchRun":
-        """A new run in ``run_dir`` (refuses a directory that already holds one)."""
-        _check_nb201(config)
-        get_space(config.space), get_proxy(config.proxy), PROPOSERS.get(config.proposer)  # validate names first
+        """A new run in ``run_dir`` (refuses a directory that already holds one).
+
+        The configuration is validated before anything is written, so a bad setting leaves no
+        run directory behind."""
+        validate_config(config)
         if client is None and getattr(PROPOSERS.get(config.proposer), "uses_llm", False):
             client = client_factory(config)
-        store = RunStore.create(run_dir, config.to_dict())
+        run_path = Path(run_dir)
+        created = not run_path.exists()
+        store = RunStore.create(run_path, config.to_dict())
         try:
             return cls(config, store, client=client, progress=progress)
         except BaseException:
-            store.close()
+            store.close()  # construction failed after validation: leave no half-made run behind
+            _remove_new_run(run_path, remove_dir=created)
             raise
 
     @classmethod
@@ -712,6 +717,31 @@ def open_score_cache(setting: str | None) -> Any:
     return ScoreCache.open(None if setting in (None, "default") else setting)
 
 
+def validate_config(config: SearchConfig) -> None:
+    """Fail with a ConfigError on a setting that would stop the run, before anything is written:
+    benchmark table, space name and options (budget preset, --space-option), proxy, proposer, LLM spec."""
+    _check_nb201(config)
+    config.make_space()  # the space exactly as the run builds it (options + budget preset + limits)
+    get_proxy(config.proxy)
+    proposer = PROPOSERS.get(config.proposer)
+    if getattr(proposer, "uses_llm", False):
+        from ..llm import BACKENDS, parse_spec
+
+        BACKENDS.get(parse_spec(config.llm)[0])
+
+
+def _remove_new_run(run_dir: Path, *, remove_dir: bool) -> None:
+    """Delete the store files of a run that never started (and, with ``remove_dir``, the
+    directory made for it when nothing else was written there)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (run_dir / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
+    if remove_dir:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass  # something else was written there: keep it
+
+
 def _check_nb201(config: SearchConfig) -> None:
     """An explicitly configured benchmark table must open before any work is spent."""
     if config.nb201 is None:
@@ -721,4 +751,6 @@ def _check_nb201(config: SearchConfig) -> None:
     open_nb201(config.nb201, data_dir=config.data_dir)
 
 
-__all__ = ["RESUME_OVERRIDES", "RunResult", "SearchRun", "Slot", "default_client_factory", "open_score_cache"]
+__all__ = [
+    "RESUME_OVERRIDES", "RunResult", "SearchRun", "Slot", "default_client_factory", "open_score_cache", "validate_config",
+]
