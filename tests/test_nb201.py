@@ -123,3 +123,18 @@ def test_description_has_text_and_real_code(space):
     assert "nor_conv_3x3" in description.text and "avg_pool_3x3" in description.text
     assert "class Cell(nn.Module)" in description.code and "def forward" in description.code
     space.decode(description.example)
+
+
+def test_analytic_sizes_match_built_networks(space):
+    """count_params / count_flops agree exactly with the built model and torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rng = random.Random(11)
+    for index in range(12):
+        arch = space.sample(rng)
+        classes, resolution = [(10, 32), (100, 32), (120, 16)][index % 3]
+        model = space.build(arch, num_classes=classes).eval()
+        assert space.count_params(arch, num_classes=classes) == n_params(model)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, resolution, resolution))
+        assert space.count_flops(arch, resolution, num_classes=classes) == counter.get_total_flops() // 2

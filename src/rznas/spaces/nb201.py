@@ -223,6 +223,35 @@ class NB201Space(SearchSpace):
             ops.append(op)
         return self.make(ops)
 
+    def count_params(self, arch: Architecture, *, num_classes: int = 10) -> int:
+        """Parameters of the built network, computed analytically (no module is built)."""
+        self.validate(arch)
+        conv_per_cell = {"nor_conv_3x3": 9, "nor_conv_1x1": 1}
+        c = self.channels
+        total = 3 * c * 9 + 2 * c  # stem conv + BN
+        for stage in range(3):
+            if stage > 0:  # residual reduction c -> 2c: conv_a, conv_b (+BNs), 1x1 shortcut
+                total += c * 2 * c * 9 + 2 * (2 * c) + (2 * c) * (2 * c) * 9 + 2 * (2 * c) + c * 2 * c
+                c *= 2
+            per_cell = sum(conv_per_cell[op] * c * c + 2 * c for op in arch.genotype if op in conv_per_cell)
+            total += self.cells_per_stage * per_cell
+        return total + 2 * c + c * num_classes + num_classes  # last BN + classifier
+
+    def count_flops(self, arch: Architecture, resolution: int = 32, *, num_classes: int = 10) -> int:
+        """Multiply-adds of conv and linear layers for one image (torch's counter / 2)."""
+        self.validate(arch)
+        conv_per_cell = {"nor_conv_3x3": 9, "nor_conv_1x1": 1}
+        c, size = self.channels, resolution
+        total = 3 * c * 9 * size * size  # stem
+        for stage in range(3):
+            if stage > 0:
+                size = (size - 1) // 2 + 1  # 3x3 conv, stride 2, padding 1
+                total += (c * 2 * c * 9 + (2 * c) * (2 * c) * 9 + c * 2 * c) * size * size
+                c *= 2
+            per_cell = sum(conv_per_cell[op] * c * c for op in arch.genotype if op in conv_per_cell)
+            total += self.cells_per_stage * per_cell * size * size
+        return total + c * num_classes
+
     def all_architectures(self):
         """Iterate over all 15,625 cells in a fixed order."""
         for ops in itertools.product(OPS, repeat=NUM_EDGES):
