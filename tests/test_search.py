@@ -494,3 +494,17 @@ def test_a_run_that_fails_after_validation_removes_its_store(tmp_path, monkeypat
             SearchRun.start(config, out, progress=Progress(enabled=False))
     assert not (tmp_path / "new").exists()
     assert existing.is_dir() and list(existing.iterdir()) == []
+
+
+def test_analytic_param_budget_counts_the_probe_classes():
+    """NB201 params are counted analytically for the network the search builds (100 classes here)."""
+    from rznas.errors import BudgetExceeded
+    from rznas.spaces import get_space
+
+    space = get_space("nb201")
+    arch = space.decode("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    with_10, with_100 = space.count_params(arch, num_classes=10), space.count_params(arch, num_classes=100)
+    budget = Budget(max_params=(with_10 + with_100) / 2)
+    BudgetChecker(space, budget, num_classes=10).check(arch, lambda: space.build(arch, num_classes=10))
+    with pytest.raises(BudgetExceeded):
+        BudgetChecker(space, budget, num_classes=100).check(arch, lambda: space.build(arch, num_classes=100))

@@ -84,13 +84,14 @@ def _space_budget(space: Any) -> Any:
 class BudgetChecker:
     """Measures a candidate against a :class:`Budget` and the space's own budget, cheapest first."""
 
-    def __init__(self, space: SearchSpace, budget: Budget):
+    def __init__(self, space: SearchSpace, budget: Budget, *, num_classes: int | None = None):
         self.space = space
         self.budget = budget
         self.space_budget = _space_budget(space)
         self.resolution = res = flops_resolution(space, budget)
-        # counts for the task the space's budget names (mobilenet: 1000 ImageNet classes)
-        classes: dict[str, Any] = {}
+        # counts for the task the space's budget names (mobilenet: 1000 ImageNet classes),
+        # else for the network the search builds (``num_classes`` of its probe)
+        classes: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
         if self.space_budget is not None and getattr(self.space_budget, "num_classes", None):
             classes = {"num_classes": self.space_budget.num_classes}
         checks: list[_Check] = []

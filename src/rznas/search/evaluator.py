@@ -30,7 +30,7 @@ class Evaluator:
         self.probe = probe
         self.seed = seed
         self.budget = budget or Budget(resolution=probe.resolution)
-        self.checker = BudgetChecker(space, self.budget)
+        self.checker = BudgetChecker(space, self.budget, num_classes=probe.num_classes)
 
     def __call__(self, arch: Architecture) -> Outcome:
         """Validate, check the budget and score ``arch``; every failure becomes a state."""
