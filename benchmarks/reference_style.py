@@ -38,7 +38,7 @@ def grad_norm(model, inputs, targets):
 def snip(model, inputs, targets):
     net = _fresh(model)
     F.cross_entropy(net(inputs), targets).backward()
-    return sum(float((m.weight.grad * m.weight).abs().sum()) for m in _layers(net) if m.weight.grad is not None)
+    return sum(float((m.weight.grad * m.weight.detach()).abs().sum()) for m in _layers(net) if m.weight.grad is not None)
 
 
 def fisher(model, inputs, targets):
@@ -124,7 +124,7 @@ def synflow(model, inputs, targets):
     net.zero_grad()
     out = net(torch.ones((1,) + tuple(inputs.shape[1:]), dtype=torch.float64))
     torch.sum(out).backward()
-    total = sum(float((m.weight * m.weight.grad).abs().sum()) for m in _layers(net) if m.weight.grad is not None)
+    total = sum(float((m.weight.detach() * m.weight.grad).abs().sum()) for m in _layers(net) if m.weight.grad is not None)
     return math.log(total)
 
 

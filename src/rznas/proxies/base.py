@@ -29,6 +29,7 @@ GRADS = "grads"  # weight gradients of conv/linear layers under the CE loss
 FISHER = "fisher"  # per-layer Fisher information of conv/linear outputs
 RELU_CODES = "relu_codes"  # NASWOT binary-code kernel of ReLU inputs
 INPUT_JACOBIAN = "input_jacobian"  # d sum(logits) / d input, per sample
+GRAPH = "graph"  # keep the weight gradients' graph (create_graph) for second-order proxies
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 
@@ -48,6 +49,8 @@ class GradientPass:
     fisher: dict[str, torch.Tensor] = field(default_factory=dict)
     relu_kernel: torch.Tensor | None = None
     input_jacobian: torch.Tensor | None = None
+    #: weight gradients still attached to their graph (only when GRAPH was needed)
+    graph_grads: dict[str, torch.Tensor | None] = field(default_factory=dict)
 
 
 class Proxy(ABC):
@@ -142,17 +145,25 @@ class ScoringContext:
             with torch.set_grad_enabled(want_backward):
                 logits = model(inputs)
                 loss = F.cross_entropy(logits, targets)
-                if GRADS in needs or FISHER in needs:
+                graph_grads: tuple[torch.Tensor | None, ...] = ()
+                if GRAPH in needs:
+                    # one differentiable backward serves the first-order statistics and, later,
+                    # a Hessian-vector product (grasp) without a second forward pass
+                    weights = [layer.weight for _, layer in layers]
+                    graph_grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+                elif GRADS in needs or FISHER in needs:
                     loss.backward(retain_graph=INPUT_JACOBIAN in needs)
             fisher_active[0] = False
             for handle in hooks:
                 handle.remove()
             hooks.clear()
             result = GradientPass(loss=float(loss.detach()))
+            if GRAPH in needs:
+                result.graph_grads = {name: grad for (name, _), grad in zip(layers, graph_grads)}
             if GRADS in needs:
                 for name, layer in layers:
                     result.weights[name] = layer.weight.detach()
-                    grad = layer.weight.grad
+                    grad = result.graph_grads[name] if GRAPH in needs else layer.weight.grad
                     result.grads[name] = (
                         grad.detach().clone() if grad is not None else torch.zeros_like(layer.weight)
                     )
@@ -160,7 +171,9 @@ class ScoringContext:
             if RELU_CODES in needs:
                 result.relu_kernel = relu_kernel[0]
             if INPUT_JACOBIAN in needs:
-                (jacobian,) = torch.autograd.grad(logits, inputs, torch.ones_like(logits))
+                (jacobian,) = torch.autograd.grad(
+                    logits, inputs, torch.ones_like(logits), retain_graph=GRAPH in needs
+                )
                 result.input_jacobian = jacobian.detach().reshape(jacobian.shape[0], -1)
             return result
         finally:

@@ -2,8 +2,9 @@
 
 As the zero-cost-nas reference ("grasp", BN kept, train mode, T=1, one batch): g is the
 CE-loss gradient w.r.t. the conv/linear weights on batch 0 (shared with grad_norm, snip
-and the other gradient proxies); a second forward with ``create_graph`` gives
-Hg = d(g_fixed . dL/dw)/dw, and the score is sum over layers of sum(-w * Hg).
+and the other gradient proxies), taken with ``create_graph`` so that the same pass also
+gives Hg = d(g_fixed . dL/dw)/dw (the reference repeats the forward pass for this: same
+batch, same weights, same values); the score is sum over layers of sum(-w * Hg).
 
 Sign: zero-cost-nas negates GraSP's pruning score ("-theta_q Hg") because accuracy
 correlated negatively with +theta Hg; with that sign their NAS-Bench-201 notebook reports
@@ -13,10 +14,9 @@ exposed here unchanged, so larger = better.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ProxyError
-from .base import GRADS, PROXIES, Proxy, ScoringContext, prunable_layers
+from .base import GRADS, GRAPH, PROXIES, Proxy, ScoringContext, prunable_layers
 
 
 @PROXIES.register("grasp")
@@ -24,21 +24,17 @@ class Grasp(Proxy):
     """sum(-w * Hg) over conv/linear weights, g = CE-loss gradient on batch 0 (BN in train mode)."""
 
     name = "grasp"
-    requirements = {0: frozenset({GRADS})}
+    requirements = {0: frozenset({GRADS, GRAPH})}
     convention = "sum of -weight x Hessian-gradient product (zero-cost-nas sign); larger = better"
 
     def compute(self, ctx: ScoringContext) -> float:
         first = ctx.gradient_pass(0)
-        model = ctx.working  # the same copy, weights untouched, as the first pass used
-        layers = prunable_layers(model)
+        layers = prunable_layers(ctx.working)  # the copy the pass differentiated
         weights = [layer.weight for _, layer in layers]
-        fixed_grads = [first.grads[name] for name, _ in layers]
-        inputs, targets = ctx.batch.chunk(0)
-        model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(inputs), targets)
-        grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
         inner = sum(
-            (fixed * grad).sum() for fixed, grad in zip(fixed_grads, grads) if grad is not None
+            (first.grads[name] * first.graph_grads[name]).sum()
+            for name, _ in layers
+            if first.graph_grads[name] is not None
         )
         if not isinstance(inner, torch.Tensor) or not inner.requires_grad:
             raise ProxyError("grasp: the loss does not depend on any conv/linear weight")
