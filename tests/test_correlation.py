@@ -233,6 +233,39 @@ def test_run_scores_each_arch_once_and_resumes(tmp_path, monkeypatch):
     assert calls == []
 
 
+def test_a_larger_run_reuses_compatible_logs_and_scores_only_the_rest(tmp_path, monkeypatch):
+    calls: list[str] = []
+    real = corr.score_architecture
+
+    def counting(space, arch, *args, **kwargs):
+        calls.append(arch.id)
+        return real(space, arch, *args, **kwargs)
+
+    monkeypatch.setattr(corr, "score_architecture", counting)
+    probe = gaussian_probe(batch_size=4, chunks=2, seed=1)
+    common = dict(dataset="cifar10", seed=1, probe_data="gaussian", batch_size=4)
+    small = CorrelationConfig(proxies=("params", "grad_norm"), samples=3, **common)
+    run_correlation(small, ground_truth=ParamsTruth(), probe=probe, out_dir=tmp_path, progress=None)
+    other_seed = CorrelationConfig(proxies=("params", "grad_norm"), samples=3, **{**common, "seed": 2})
+    run_correlation(other_seed, ground_truth=ParamsTruth(), probe=probe, out_dir=tmp_path, progress=None)
+
+    calls.clear()
+    stream = io.StringIO()
+    large = CorrelationConfig(proxies=("grad_norm",), samples=5, **common)
+    summary = run_correlation(large, ground_truth=ParamsTruth(), probe=probe, out_dir=tmp_path, progress=stream)
+    sample = sample_architectures(SPACE, 5, seed=1)
+    assert calls == [a.id for a in sample[3:]]  # only the two new architectures are scored
+    assert "reusing 3 scored architectures" in stream.getvalue()
+    lines = [json.loads(line) for line in (tmp_path / f"{large.stem()}.jsonl").read_text().splitlines()[1:]]
+    assert [r["arch_id"] for r in lines] == [a.id for a in sample]
+    assert all(set(r["scores"]) == {"grad_norm"} for r in lines)
+    assert lines[0]["borrowed_from"] == f"{small.stem()}.jsonl" and "borrowed_from" not in lines[4]
+
+    fresh_dir = tmp_path / "fresh"
+    fresh = run_correlation(large, ground_truth=ParamsTruth(), probe=probe, out_dir=fresh_dir, progress=None)
+    assert fresh["results"]["grad_norm"]["spearman_rho"] == summary["results"]["grad_norm"]["spearman_rho"]
+
+
 def test_real_ground_truth_smoke(tmp_path):
     """Five real architectures against the shared CIFAR-10 table (params is cheap)."""
     truth = CompactTable(require_shared("nb201"))

@@ -367,6 +367,61 @@ def _record(index: int, space: SearchSpace, arch: Architecture, seed: int, score
     }
 
 
+def _header_identity(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = json.loads(handle.readline())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return header.get("identity") if isinstance(header, dict) and header.get("type") == "header" else None
+
+
+def borrow_records(
+    out: Path, config: CorrelationConfig, wanted: dict[str, Architecture], progress: TextIO | None = None
+) -> dict[str, dict[str, Any]]:
+    """Scores of ``wanted`` architectures already in sibling logs of compatible runs.
+
+    A log is compatible when its identity equals this run's except for the sample size
+    and a superset of proxies: every score depends only on the architecture (its build
+    seed is derived from it), the probe and the proxy, so growing N or scoring fewer
+    proxies reuses finished work instead of repeating it. Borrowed records keep only
+    this run's proxies and note the file they came from.
+    """
+    ours = config.identity()
+    borrowed: dict[str, dict[str, Any]] = {}
+    if not wanted or not out.is_dir():
+        return borrowed
+    for path in sorted(out.glob("correlation-*.jsonl")):
+        theirs = _header_identity(path)
+        if theirs is None or theirs == ours:
+            continue
+        same_rest = all(theirs.get(k) == v for k, v in ours.items() if k not in ("samples", "proxies"))
+        if not same_rest or not set(ours["proxies"]) <= set(theirs.get("proxies", ())):
+            continue
+        count = 0
+        for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line: that architecture is scored again
+            arch = wanted.get(entry.get("arch_id")) if entry.get("type") == "arch" else None
+            if arch is None or entry["arch_id"] in borrowed or entry.get("seed") != arch_seed(config.seed, arch):
+                continue
+            keep = {name: entry["proxy_seconds"][name] for name in config.proxies}
+            borrowed[entry["arch_id"]] = {
+                **entry,
+                "scores": {name: entry["scores"][name] for name in config.proxies},
+                "errors": {name: e for name, e in entry.get("errors", {}).items() if name in keep},
+                "proxy_seconds": keep,
+                "seconds": entry["build_seconds"] + sum(keep.values()),
+                "borrowed_from": path.name,
+            }
+            count += 1
+        if count and progress is not None:
+            print(f"reusing {count} scored architectures from {path}", file=progress)
+    return borrowed
+
+
 def environment_info() -> dict[str, Any]:
     """Software and hardware facts that belong next to a timing."""
     return {
@@ -403,6 +458,9 @@ def run_correlation(
     paths = {ext: out / f"{config.stem()}.{ext}" for ext in ("jsonl", "json", "md")}
     log = ResultLog(paths["jsonl"], config.identity(), {"command": config.command(), **environment_info()})
     done = log.open()
+    for arch_id, record in borrow_records(out, config, {a.id: a for a in sample if a.id not in done}, progress).items():
+        log.append(record)
+        done[arch_id] = record
     meter = Progress(total=len(sample), done=sum(a.id in done for a in sample), stream=progress, interval=progress_interval)
     if progress is not None and meter.done:
         print(f"resuming {paths['jsonl']}: {meter.done}/{len(sample)} architectures already scored", file=progress)
