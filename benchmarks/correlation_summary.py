@@ -36,6 +36,9 @@ def main(folder: str) -> int:
     for path in sorted(root.glob("correlation-*.json")):
         summary = json.loads(path.read_text())
         for proxy, entry in summary["results"].items():
+            earlier = cells.get((proxy, summary["dataset"]))
+            if earlier is not None and earlier["n"] >= entry["n"]:
+                continue  # the largest sample of a proxy on a dataset is the one reported
             cells[(proxy, summary["dataset"])] = {
                 "rho": entry["spearman_rho"]["failures_lowest"],
                 "n": entry["n"],
