@@ -128,15 +128,19 @@ def random_baselines(seeds: list[int], evaluations: int) -> dict[str, Any]:
 
 def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list[int]) -> dict[str, Any]:
     groups: dict[str, Any] = {}
+    arms = [(proposer, args.variant) for proposer in args.proposers]
+    if args.variant != "paper" and "llm" in args.proposers:
+        arms.append(("llm", "paper"))  # the reference the variant is compared with
     for proxy in args.proxies:
-        for proposer in args.proposers:
-            names = [run_name(proxy, proposer, s, args.variant) for s in seeds]
+        for proposer, variant in arms:
+            names = [run_name(proxy, proposer, s, variant) for s in seeds]
             runs = [results[n] for n in names if n in results]
             if not runs:
                 continue
             entry: dict[str, Any] = {
                 "proxy": proxy,
                 "proposer": proposer,
+                "variant": variant if proposer == "llm" else None,
                 "seeds": len(runs),
                 "test_acc": {d: mean_std([r["test_acc"][d] for r in runs]) for d in DATASETS},
                 "scored_trials": statistics.fmean(r["trials"].get("complete", 0) for r in runs),
@@ -158,7 +162,8 @@ def summarize(results: dict[str, dict[str, Any]], args: argparse.Namespace, seed
                     "output": statistics.fmean(p["output_tokens"] for p in per_iteration),
                     "calls": statistics.fmean(p["calls"] for p in per_iteration),
                 }
-            groups[f"{proxy}-{proposer}"] = entry
+            reference = proposer == "llm" and variant != args.variant
+            groups[f"{proxy}-{proposer}" + ("-paper" if reference else "")] = entry
     paired: dict[str, Any] = {}
     for proxy in args.proxies:
         both = [s for s in seeds if run_name(proxy, "random", s, args.variant) in results
@@ -215,11 +220,17 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "|---|---|---:|---|---|---|",
     ]
     for proxy in summary["paper"]:
-        for proposer, label in (("random", "rznas, random mutation (plain proxy search)"), ("llm", "rznas, LLM mutation + reflection (RZ-NAS)")):
+        variant = "" if summary["variant"] == "paper" else f", {summary['variant']}"
+        for proposer, label in (("random", "rznas, random mutation (plain proxy search)"),
+                                ("llm", f"rznas, LLM mutation + reflection (RZ-NAS{variant})")):
             entry = summary["groups"].get(f"{proxy}-{proposer}")
             if entry:
                 cells = " | ".join(_cell(entry["test_acc"][d]) for d in DATASETS)
                 lines.append(f"| {label} | {proxy} | {entry['seeds']} | {cells} |")
+        reference = summary["groups"].get(f"{proxy}-llm-paper")
+        if reference:
+            cells = " | ".join(_cell(reference["test_acc"][d]) for d in DATASETS)
+            lines.append(f"| rznas, LLM, paper prompt setting (two calls, full prompt) | {proxy} | {reference['seeds']} | {cells} |")
         for label, row in summary["paper"][proxy].items():
             lines.append(f"| paper: {label} | {proxy} | 3 | " + " | ".join(f"{v:.2f}" for v in row) + " |")
     for label, row in summary["baselines"].items():
@@ -243,8 +254,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Paper: {summary['paper_tokens_per_call']} tokens per call, two calls (mutation, reflection) per iteration.",
         "",
-        "| proxy | mutation call in / out (s) | reflection call in / out (s) | per iteration in / out (calls) |",
-        "|---|---|---|---|",
+        "| proxy | prompt setting | mutation call in / out (s) | reflection call in / out (s) | per iteration in / out (calls) |",
+        "|---|---|---|---|---|",
     ]
     for key, entry in summary["groups"].items():
         if entry["proposer"] != "llm":
@@ -257,10 +268,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
             return f"{c['input']:.0f} / {c['output']:.0f} ({c['latency_s']:.1f} s)"
 
         it = entry["tokens_per_iteration"]
-        lines.append(f"| {entry['proxy']} | {cell('mutate')} | {cell('reflect')} | {it['input']:.0f} / {it['output']:.0f} ({it['calls']:.2f}) |")
+        lines.append(f"| {entry['proxy']} | {entry['variant']} | {cell('mutate')} | {cell('reflect')} | {it['input']:.0f} / {it['output']:.0f} ({it['calls']:.2f}) |")
     lines += ["", "## Trials per run (mean)", "", "| proxy | proposer | scored | not scored (duplicate, invalid, proxy error, parse error) |", "|---|---|---:|---:|"]
     for entry in summary["groups"].values():
-        lines.append(f"| {entry['proxy']} | {entry['proposer']} | {entry['scored_trials']:.1f} | {entry['failed_trials']:.1f} |")
+        lines.append(f"| {entry['proxy']} | {entry['proposer']} {entry['variant'] or ''} | {entry['scored_trials']:.1f} | {entry['failed_trials']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -304,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             run_one(command, run_dir, args.iterations)
         if (run_dir / "best_arch.json").exists():
             results[name] = collect(run_dir)
+        reference = args.runs / run_name(proxy, proposer, seed, "paper")
+        if proposer == "llm" and args.variant != "paper" and (reference / "best_arch.json").exists():
+            results[reference.name] = collect(reference)
     summary = summarize(results, args, seeds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
