@@ -255,7 +255,7 @@ def test_a_larger_run_reuses_compatible_logs_and_scores_only_the_rest(tmp_path, 
     summary = run_correlation(large, ground_truth=ParamsTruth(), probe=probe, out_dir=tmp_path, progress=stream)
     sample = sample_architectures(SPACE, 5, seed=1)
     assert calls == [a.id for a in sample[3:]]  # only the two new architectures are scored
-    assert "reusing 3 scored architectures" in stream.getvalue()
+    assert "reusing 3 scored architectures" in stream.getvalue() and "resuming" not in stream.getvalue()
     lines = [json.loads(line) for line in (tmp_path / f"{large.stem()}.jsonl").read_text().splitlines()[1:]]
     assert [r["arch_id"] for r in lines] == [a.id for a in sample]
     assert all(set(r["scores"]) == {"grad_norm"} for r in lines)

@@ -458,12 +458,13 @@ def run_correlation(
     paths = {ext: out / f"{config.stem()}.{ext}" for ext in ("jsonl", "json", "md")}
     log = ResultLog(paths["jsonl"], config.identity(), {"command": config.command(), **environment_info()})
     done = log.open()
+    resumed = len(done)
     for arch_id, record in borrow_records(out, config, {a.id: a for a in sample if a.id not in done}, progress).items():
         log.append(record)
         done[arch_id] = record
     meter = Progress(total=len(sample), done=sum(a.id in done for a in sample), stream=progress, interval=progress_interval)
-    if progress is not None and meter.done:
-        print(f"resuming {paths['jsonl']}: {meter.done}/{len(sample)} architectures already scored", file=progress)
+    if progress is not None and resumed:
+        print(f"resuming {paths['jsonl']}: {resumed}/{len(sample)} architectures already scored", file=progress)
     for index, arch in enumerate(sample):
         if arch.id in done:
             continue
