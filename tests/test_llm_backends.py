@@ -383,3 +383,44 @@ def test_local_prompt_longer_than_context_is_a_clear_error() -> None:
 def test_seed_option_is_accepted_by_offline_backends(spec: str) -> None:
     options: dict[str, Any] = {"replies": ["a"]} if spec.startswith("scripted") else {}
     assert create_client(spec, seed=7, **options).model
+
+
+def test_local_slot_routing_follows_the_repeated_part_of_the_prompt() -> None:
+    from rznas.llm.local_backend import LocalLlamaClient, prompt_family
+
+    mutate = [Message("system", "s"), Message("user", "example"), Message("assistant", "answer")]
+    reflect = [Message("system", "s")]
+    assert prompt_family([*mutate, Message("user", "a")]) == prompt_family([*mutate, Message("user", "b")])
+    assert prompt_family([*mutate, Message("user", "a")]) != prompt_family([*reflect, Message("user", "a")])
+    client = LocalLlamaClient(context_slots=2)
+    assert [client._choose_slot(f) for f in ("mutate", "reflect", "mutate", "reflect")] == [0, 1, 0, 1]
+    assert client._choose_slot("repair") == 0  # evicts the least recently used family
+    assert client._choose_slot("reflect") == 1 and client._choose_slot("mutate") == 0
+    with pytest.raises(ConfigError, match="context_slots"):
+        LocalLlamaClient(context_slots=0)
+
+
+def test_local_alternating_prompt_families_only_evaluate_their_new_tail() -> None:
+    """Mutation and reflection prompts alternate; each family keeps its own context and KV cache."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from rznas.llm import local_backend
+
+    client = local_backend.LocalLlamaClient(context_slots=2)
+    system = Message("system", "You mutate neural network cells for a zero-cost proxy search. " * 20)
+    example = [Message("user", "Example parent: conv3x3 conv1x1 pool. " * 15), Message("assistant", '{"arch": "x"}')]
+    families = [
+        lambda turn: [system, *example, Message("user", f"parent {turn}")],
+        lambda turn: [system, Message("user", "Reflect on what the mutation did to the score. " * 15 + f"turn {turn}")],
+    ]
+    slots = []
+    for turn in range(2):
+        for index, family in enumerate(families):
+            loaded = local_backend.load_model(client.path, n_ctx=client.n_ctx, n_threads=client.n_threads,
+                                              extra_buffers=client._extra_buffers, slot=index)
+            llama_cpp.llama_perf_context_reset(loaded.llama._ctx.ctx)
+            completion = client.complete(family(turn), temperature=0.2, max_tokens=4)
+            evaluated = llama_cpp.llama_perf_context(loaded.llama._ctx.ctx).n_p_eval
+            slots.append(completion.extra["slot"])
+            if turn == 1:  # everything before the last message came from the slot's KV cache
+                assert evaluated < completion.input_tokens / 4, (evaluated, completion.input_tokens)
+    assert slots == [0, 1, 0, 1]

@@ -6,11 +6,22 @@ schema, decoding is constrained by a grammar compiled from the schema, so even a
 model returns well-formed JSON (unless it runs out of ``max_tokens``). Each model file is
 loaded once per process; calls to one model are serialised (llama.cpp contexts are not
 thread-safe) and seeded (base seed + call number) for reproducibility.
+
+Prompt reuse: a llama.cpp context keeps the KV cache of its last prompt and evaluates
+only the tokens after the longest common prefix. A search alternates two prompt
+families (mutation: system + in-context example + parent; reflection: system + outcome)
+that share only the system message, so one context would re-evaluate the example and
+the reflection template on every call. The client keeps a few contexts ("slots",
+default 2) and routes each call by everything before its last message (the part that
+repeats from call to call) to the slot that last saw it, else to the least recently
+used slot. Model weights are memory-mapped, so slots share them; each costs a KV cache.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -120,15 +131,17 @@ class _LoadedModel:
         self.lock = threading.Lock()
 
 
-def load_model(path: Path, *, n_ctx: int, n_threads: int, extra_buffers: bool | None = None) -> _LoadedModel:
-    """Load (once per process) the GGUF at ``path``; raises LLMError if llama_cpp is missing."""
+def load_model(
+    path: Path, *, n_ctx: int, n_threads: int, extra_buffers: bool | None = None, slot: int = 0
+) -> _LoadedModel:
+    """Load (once per process and slot) the GGUF at ``path``; raises LLMError if llama_cpp is missing."""
     try:
         import llama_cpp
         import llama_cpp.llama as llama_module
     except ImportError:
         raise LLMError(f"the local backend needs llama-cpp-python: {INSTALL_HINT}") from None
     use_extra = _use_extra_buffers(extra_buffers)
-    key = (str(path.resolve()), n_ctx, n_threads, use_extra)
+    key = (str(path.resolve()), n_ctx, n_threads, use_extra, slot)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -152,6 +165,12 @@ def load_model(path: Path, *, n_ctx: int, n_threads: int, extra_buffers: bool | 
         return loaded
 
 
+def prompt_family(messages: list[Message]) -> str:
+    """Digest of every message but the last: what a family of prompts repeats call after call."""
+    head = json.dumps([[m.role, m.content] for m in messages[:-1]], ensure_ascii=False)
+    return hashlib.sha256(head.encode("utf-8")).hexdigest()
+
+
 class LocalLlamaClient:
     """In-process chat completions with schema-constrained JSON decoding."""
 
@@ -165,17 +184,32 @@ class LocalLlamaClient:
         n_threads: int | None = None,
         seed: int = 0,
         extra_buffers: bool | None = None,
+        context_slots: int = 2,
     ):
         self.path = resolve_model_path(model)
         self.model = "smollm2-135m-instruct" if model in DEFAULT_MODEL_ALIASES else self.path.stem
         if n_ctx < 256:
             raise ConfigError(f"n_ctx must be >= 256, got {n_ctx}")
+        if context_slots < 1:
+            raise ConfigError(f"context_slots must be >= 1, got {context_slots}")
+        self.context_slots = context_slots
+        self._slot_of: dict[str, int] = {}  # repeated prompt part -> slot, most recently used last
         self.n_ctx = n_ctx
         self.n_threads = n_threads or default_threads()
         self.seed = seed
         self._extra_buffers = extra_buffers
         self._calls = 0
         self._lock = threading.Lock()
+
+    def _choose_slot(self, family: str) -> int:
+        """The slot that last served ``family``, else a free or the least recently used one."""
+        slot = self._slot_of.pop(family, None)
+        if slot is None:
+            used = set(self._slot_of.values())
+            free = [s for s in range(self.context_slots) if s not in used]
+            slot = free[0] if free else self._slot_of.pop(next(iter(self._slot_of)))
+        self._slot_of[family] = slot
+        return slot
 
     def complete(
         self,
@@ -187,10 +221,13 @@ class LocalLlamaClient:
     ) -> Completion:
         """Generate a reply; with ``json_schema`` the output is grammar-constrained JSON."""
         msgs = normalize_messages(messages)
-        loaded = load_model(self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers)
         with self._lock:
             call_seed = (self.seed * 1_000_003 + self._calls) % (2**31 - 1)
             self._calls += 1
+            slot = self._choose_slot(prompt_family(msgs))
+        loaded = load_model(
+            self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers, slot=slot
+        )
         kwargs: dict[str, Any] = {
             "messages": as_dicts(msgs),
             "temperature": temperature,
@@ -217,7 +254,7 @@ class LocalLlamaClient:
             output_tokens=int(usage.get("completion_tokens", 0)),
             model=self.model,
             latency_s=latency,
-            extra={"finish_reason": choice.get("finish_reason"), "seed": call_seed},
+            extra={"finish_reason": choice.get("finish_reason"), "seed": call_seed, "slot": slot},
         )
 
 
