@@ -48,8 +48,7 @@ def measure(slots: int, iterations: int, proxy: str) -> dict:
             started = time.perf_counter()
             completion = client.complete(messages, temperature=0.0, max_tokens=max_tokens, json_schema=call_schema)
             elapsed = time.perf_counter() - started
-            loaded = local_backend.load_model(client.path, n_ctx=client.n_ctx, n_threads=client.n_threads,
-                                              extra_buffers=client._extra_buffers, slot=completion.extra["slot"])
+            loaded = client.context(completion.extra["slot"])
             perf = llama_cpp.llama_perf_context(loaded.llama._ctx.ctx)
             llama_cpp.llama_perf_context_reset(loaded.llama._ctx.ctx)
             if step > 0:  # the first iteration fills the caches

@@ -185,7 +185,9 @@ def test_imagenet16_probe_from_cifar10_is_downsampled():
 # --- end to end -------------------------------------------------------------------------------
 
 
-def test_run_scores_each_arch_once_and_resumes(tmp_path, monkeypatch):
+@pytest.fixture
+def scored(monkeypatch) -> list[str]:
+    """Arch ids that run_correlation builds and scores, in order."""
     calls: list[str] = []
     real = corr.score_architecture
 
@@ -194,6 +196,11 @@ def test_run_scores_each_arch_once_and_resumes(tmp_path, monkeypatch):
         return real(space, arch, *args, **kwargs)
 
     monkeypatch.setattr(corr, "score_architecture", counting)
+    return calls
+
+
+def test_run_scores_each_arch_once_and_resumes(tmp_path, scored):
+    calls = scored
     config = CorrelationConfig(
         dataset="cifar10", proxies=("params", "grad_norm"), samples=4, seed=1, probe_data="gaussian", batch_size=4
     )
@@ -233,15 +240,8 @@ def test_run_scores_each_arch_once_and_resumes(tmp_path, monkeypatch):
     assert calls == []
 
 
-def test_a_larger_run_reuses_compatible_logs_and_scores_only_the_rest(tmp_path, monkeypatch):
-    calls: list[str] = []
-    real = corr.score_architecture
-
-    def counting(space, arch, *args, **kwargs):
-        calls.append(arch.id)
-        return real(space, arch, *args, **kwargs)
-
-    monkeypatch.setattr(corr, "score_architecture", counting)
+def test_a_larger_run_reuses_compatible_logs_and_scores_only_the_rest(tmp_path, scored):
+    calls = scored
     probe = gaussian_probe(batch_size=4, chunks=2, seed=1)
     common = dict(dataset="cifar10", seed=1, probe_data="gaussian", batch_size=4)
     small = CorrelationConfig(proxies=("params", "grad_norm"), samples=3, **common)

@@ -415,8 +415,7 @@ def test_local_alternating_prompt_families_only_evaluate_their_new_tail() -> Non
     slots = []
     for turn in range(2):
         for index, family in enumerate(families):
-            loaded = local_backend.load_model(client.path, n_ctx=client.n_ctx, n_threads=client.n_threads,
-                                              extra_buffers=client._extra_buffers, slot=index)
+            loaded = client.context(index)
             llama_cpp.llama_perf_context_reset(loaded.llama._ctx.ctx)
             completion = client.complete(family(turn), temperature=0.2, max_tokens=4)
             evaluated = llama_cpp.llama_perf_context(loaded.llama._ctx.ctx).n_p_eval

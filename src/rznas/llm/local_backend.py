@@ -211,6 +211,12 @@ class LocalLlamaClient:
         self._slot_of[family] = slot
         return slot
 
+    def context(self, slot: int = 0) -> _LoadedModel:
+        """This client's llama.cpp context in ``slot`` (loaded on first use)."""
+        return load_model(
+            self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers, slot=slot
+        )
+
     def complete(
         self,
         messages: list[Message],
@@ -225,9 +231,7 @@ class LocalLlamaClient:
             call_seed = (self.seed * 1_000_003 + self._calls) % (2**31 - 1)
             self._calls += 1
             slot = self._choose_slot(prompt_family(msgs))
-        loaded = load_model(
-            self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers, slot=slot
-        )
+        loaded = self.context(slot)
         kwargs: dict[str, Any] = {
             "messages": as_dicts(msgs),
             "temperature": temperature,
