@@ -34,17 +34,32 @@ TOLERANCE = 0.05
 BOOTSTRAP_ROUNDS = 1000
 
 
-def bootstrap_interval(jsonl: Path, proxy: str, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> tuple[float, float]:
-    """95% interval of Spearman rho over resamples of the scored architectures (failures rank lowest)."""
-    rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
-    x = stats.rankdata([r["scores"][proxy] if r["scores"].get(proxy) is not None else -np.inf for r in rows])
-    y = np.array([r["test_acc"] for r in rows])
+def load_records(jsonl: Path) -> list[dict]:
+    """The architecture records of a `rznas bench correlation` JSONL log, in sample order."""
+    lines = jsonl.read_text(encoding="utf-8").splitlines()[1:]
+    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["index"])
+
+
+def failure_ranks(rows: list[dict], proxy: str) -> np.ndarray:
+    """Ranks of the proxy's scores, failed scores tied below every success (as the harness ranks them)."""
+    return stats.rankdata([r["scores"][proxy] if r["scores"].get(proxy) is not None else -np.inf for r in rows])
+
+
+def bootstrap_rhos(rankings: list[np.ndarray], y: np.ndarray, rounds: int, seed: int = 0) -> np.ndarray:
+    """Spearman rho of each ranking vs ``y`` on the same resampled architectures: shape (rounds, len(rankings))."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(rounds):
         pick = rng.integers(0, len(y), len(y))
-        values.append(stats.spearmanr(x[pick], y[pick]).statistic)
-    low, high = np.percentile(values, [2.5, 97.5])
+        values.append([stats.spearmanr(x[pick], y[pick]).statistic for x in rankings])
+    return np.array(values)
+
+
+def bootstrap_interval(jsonl: Path, proxy: str, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> tuple[float, float]:
+    """95% interval of Spearman rho over resamples of the scored architectures (failures rank lowest)."""
+    rows = load_records(jsonl)
+    rhos = bootstrap_rhos([failure_ranks(rows, proxy)], np.array([r["test_acc"] for r in rows]), rounds, seed)
+    low, high = np.percentile(rhos[:, 0], [2.5, 97.5])
     return float(low), float(high)
 
 

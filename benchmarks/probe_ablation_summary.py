@@ -17,17 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from rznas.benchmarks.correlation import rank_correlations
 
 sys.path.insert(0, str(Path(__file__).parent))
-from correlation_summary import DATASETS, PUBLISHED  # noqa: E402
-
-
-def records(jsonl: Path) -> list[dict]:
-    lines = jsonl.read_text(encoding="utf-8").splitlines()[1:]
-    return sorted((json.loads(line) for line in lines if line.strip()), key=lambda r: r["index"])
+from correlation_summary import DATASETS, PUBLISHED, bootstrap_rhos, failure_ranks, load_records  # noqa: E402
 
 
 def rho(rows: list[dict], proxy: str) -> float:
@@ -37,17 +31,9 @@ def rho(rows: list[dict], proxy: str) -> float:
 
 def paired_bootstrap(a: list[dict], b: list[dict], proxy: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% interval of rho(b) - rho(a) over architectures resampled together (failures rank lowest)."""
-    def ranks(rows: list[dict]) -> np.ndarray:
-        return stats.rankdata([r["scores"].get(proxy) if r["scores"].get(proxy) is not None else -np.inf for r in rows])
-
-    x_a, x_b = ranks(a), ranks(b)
     y = np.array([r["test_acc"] for r in a])
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(rounds):
-        pick = rng.integers(0, len(y), len(y))
-        diffs.append(stats.spearmanr(x_b[pick], y[pick]).statistic - stats.spearmanr(x_a[pick], y[pick]).statistic)
-    low, high = np.percentile(diffs, [2.5, 97.5])
+    rhos = bootstrap_rhos([failure_ranks(a, proxy), failure_ranks(b, proxy)], y, rounds, seed)
+    low, high = np.percentile(rhos[:, 1] - rhos[:, 0], [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -84,14 +70,14 @@ def main(real_folder: str, ablation_folder: str) -> int:
     for dataset in DATASETS:
         for path, summary in gaussian.get(dataset, []):
             commands.append(summary["command"])
-            ablated = records(path.with_suffix(".jsonl"))
+            ablated = load_records(path.with_suffix(".jsonl"))
             n = len(ablated)
             for proxy in summary["proxies"]:
                 candidates = [(s["samples"], p) for p, s in real.get(dataset, []) if proxy in s["proxies"]]
                 if not candidates or max(candidates)[0] < n:
                     continue
                 source = max(candidates)[1]  # the largest sample: its first n are the same architectures
-                full = records(source.with_suffix(".jsonl"))
+                full = load_records(source.with_suffix(".jsonl"))
                 if [r["arch_id"] for r in full[:n]] != [r["arch_id"] for r in ablated]:
                     raise SystemExit(f"{source} and {path} do not share their first {n} architectures")
                 with_real, with_noise = rho(full[:n], proxy), rho(ablated, proxy)
