@@ -43,7 +43,7 @@ def sample(n: int, seed: int = 0) -> list[Architecture]:
 
 
 def spec_for(proxy: str) -> EvaluatorSpec:
-    return EvaluatorSpec("nb201", proxy, ProbeSpec(batch_size=4, chunks=1, seed=0), seed=0)
+    return EvaluatorSpec("nb201", proxy, ProbeSpec(batch_size=4, chunks=1, seed=0), score_seed=0)
 
 
 def inline_outcomes(spec: EvaluatorSpec, archs: list[Architecture]) -> dict[str, Outcome]:
@@ -111,13 +111,13 @@ class Raises:
 
 
 def test_spec_is_plain_picklable_and_rebuilds_the_search_evaluator() -> None:
-    config = SearchConfig(proxy="naswot", batch_size=4, probe_chunks=1, seed=3, max_params=5e5)
+    config = SearchConfig(proxy="naswot", batch_size=4, probe_chunks=1, seed=1, score_seed=3, max_params=5e5)
     spec = EvaluatorSpec.from_config(config)
     assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec) == hash(pickle.loads(pickle.dumps(spec)))
     # the evaluator SearchRun builds from the same config
     probe = make_probe(config.data, data_dir=config.data_dir, batch_size=4, chunks=1, seed=3)
     reference = Evaluator(
-        SPACE, get_proxy("naswot"), probe, seed=3, budget=Budget(max_params=5e5, resolution=probe.resolution)
+        SPACE, get_proxy("naswot"), probe, score_seed=3, budget=Budget(max_params=5e5, resolution=probe.resolution)
     )
     rebuilt = spec.build()
     for arch in sample(4, seed=5):

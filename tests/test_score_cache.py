@@ -24,7 +24,7 @@ ARCHS = [
     SPACE.make(["skip_connect"] * 6),
     SPACE.make(["nor_conv_1x1", "nor_conv_3x3", "none", "avg_pool_3x3", "skip_connect", "nor_conv_3x3"]),
 ]
-SPEC = EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), seed=0)
+SPEC = EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), score_seed=0)
 
 
 class Counting:
@@ -102,12 +102,12 @@ def test_invalid_outcomes_are_not_stored(cache: ScoreCache) -> None:
 @pytest.mark.parametrize(
     "changed",
     [
-        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), seed=1),  # seed
-        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=8, chunks=1), seed=0),  # probe batch size
-        EvaluatorSpec("nb201", "params", ProbeSpec(dataset="cifar10", batch_size=4, chunks=1), seed=0),  # data
-        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1, seed=3), seed=0),  # probe seed
-        EvaluatorSpec("nb201", "flops", ProbeSpec(batch_size=4, chunks=1), seed=0),  # proxy
-        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), seed=0, max_params=1e6),  # budget
+        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), score_seed=1),  # seed
+        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=8, chunks=1), score_seed=0),  # probe batch size
+        EvaluatorSpec("nb201", "params", ProbeSpec(dataset="cifar10", batch_size=4, chunks=1), score_seed=0),  # data
+        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1, seed=3), score_seed=0),  # probe seed
+        EvaluatorSpec("nb201", "flops", ProbeSpec(batch_size=4, chunks=1), score_seed=0),  # proxy
+        EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), score_seed=0, max_params=1e6),  # budget
         EvaluatorSpec("nb201", "params", ProbeSpec(batch_size=4, chunks=1), space_options=(("channels", 8),)),
     ],
     ids=["seed", "batch", "dataset", "probe-seed", "proxy", "budget", "space-options"],

@@ -186,7 +186,7 @@ def test_budget_on_built_network_and_nb201_cannot_count_layers():
 
 def test_evaluator_states():
     probe = gaussian_probe(batch_size=4, chunks=1)
-    evaluator = Evaluator(NB201, get_proxy("params"), probe, seed=0, budget=Budget(max_flops=50e6))
+    evaluator = Evaluator(NB201, get_proxy("params"), probe, score_seed=0, budget=Budget(max_flops=50e6))
     small = NB201.make(["none", "skip_connect", "none", "nor_conv_1x1", "none", "none"])
     big = NB201.make(["nor_conv_3x3"] * 6)
     ok = evaluator(small)
@@ -206,7 +206,7 @@ class FailingProxy(Proxy):
 
 
 def test_proxy_error_is_a_state_not_a_score():
-    evaluator = Evaluator(NB201, FailingProxy(), gaussian_probe(batch_size=2, chunks=1), seed=0)
+    evaluator = Evaluator(NB201, FailingProxy(), gaussian_probe(batch_size=2, chunks=1), score_seed=0)
     outcome = evaluator(NB201.make(["none"] * 6))
     assert outcome.state is TrialState.PROXY_ERROR and "NaN" in outcome.reason and outcome.score is None
 
@@ -247,7 +247,7 @@ def _refuse():
 )
 def test_a_failing_budget_measurement_is_a_recorded_state_not_a_crash(build, state, words):
     probe = gaussian_probe(batch_size=2, chunks=1)
-    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, seed=0, budget=Budget(max_flops=1e9))
+    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, score_seed=0, budget=Budget(max_flops=1e9))
     outcome = evaluator(NB201.make(["none"] * 6))
     assert outcome.state is state and words in outcome.reason and outcome.score is None
 
@@ -255,12 +255,36 @@ def test_a_failing_budget_measurement_is_a_recorded_state_not_a_crash(build, sta
 def test_evaluation_is_seeded_per_architecture():
     probe = gaussian_probe(batch_size=4, chunks=2)
     arch = NB201.make(["nor_conv_1x1", "skip_connect", "none", "nor_conv_1x1", "none", "avg_pool_3x3"])
-    scores = [Evaluator(NB201, get_proxy("grad_norm"), probe, seed=7)(arch).score for _ in range(2)]
+    scores = [Evaluator(NB201, get_proxy("grad_norm"), probe, score_seed=7)(arch).score for _ in range(2)]
     assert scores[0] == scores[1]
-    assert Evaluator(NB201, get_proxy("grad_norm"), probe, seed=8)(arch).score != scores[0]
+    assert Evaluator(NB201, get_proxy("grad_norm"), probe, score_seed=8)(arch).score != scores[0]
 
 
 # ---- reflection memory ----------------------------------------------------------------------
+@pytest.mark.parametrize("proxy", ["naswot", "grad_norm"])
+def test_a_search_records_what_rznas_score_computes_whatever_the_search_seed(tmp_path, capsys, proxy):
+    """One seeding scheme: a recorded score equals `rznas score --seed <score_seed>` for the same cell and probe."""
+    from rznas.cli import main
+
+    recorded: dict[str, float] = {}
+    for seed in (1, 2):
+        config = SearchConfig(proxy=proxy, proposer="random", population=3, iterations=2, seed=seed, score_seed=5,
+                              data="gaussian", batch_size=4, probe_chunks=2, score_cache="none")
+        run = SearchRun.start(config, tmp_path / f"run{seed}", progress=Progress(enabled=False))
+        run.run()
+        for trial in run.store.trials():
+            if trial.score is not None:
+                assert recorded.setdefault(trial.encoded, trial.score) == trial.score  # the search seed never enters
+        run.close()
+    assert len(recorded) >= 3
+    (tmp_path / "archs.txt").write_text("\n".join(recorded) + "\n")
+    capsys.readouterr()
+    assert main(["score", "--space", "nb201", "--proxy", proxy, "--arch-file", str(tmp_path / "archs.txt"),
+                 "--data", "gaussian", "--batch-size", "4", "--seed", "5", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {row["arch"]: row["score"] for row in rows} == recorded
+
+
 def test_reflection_memory_keeps_recent_and_useful_notes_bounded():
     memory = ReflectionMemory(recent=2, useful=1, max_chars=40)
     memory.add(1, "first   note")
@@ -508,3 +532,14 @@ def test_analytic_param_budget_counts_the_probe_classes():
     BudgetChecker(space, budget, num_classes=10).check(arch, lambda: space.build(arch, num_classes=10))
     with pytest.raises(BudgetExceeded):
         BudgetChecker(space, budget, num_classes=100).check(arch, lambda: space.build(arch, num_classes=100))
+
+
+def test_a_run_from_before_the_score_seed_cannot_be_resumed_under_the_new_scheme(tmp_path):
+    config = small_config(proposer="random", iterations=2)
+    run = SearchRun.start(config, tmp_path / "old", progress=Progress(enabled=False))
+    stored = run.store.config()
+    del stored["score_seed"]  # what an older rznas wrote
+    run.store.set_meta("config", stored)
+    run.close()
+    with pytest.raises(ConfigError, match="older rznas"):
+        SearchRun.resume(tmp_path / "old", progress=Progress(enabled=False))

@@ -36,6 +36,7 @@ from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe
 from ..errors import ConfigError, DataError
 from ..proxies import Proxy, ProxyResult, evaluate, get_proxy
 from ..registry import Registry
+from ..scoring import ArchScores, arch_seed, chunks_needed, score_architecture
 from ..spaces import SearchSpace, get_space
 from .nb201_table import GroundTruth, open_nb201
 
@@ -51,12 +52,6 @@ GROUND_TRUTH.register("nb201")(open_nb201)
 
 
 # --- seeding and sampling ---------------------------------------------------------------
-
-
-def arch_seed(seed: int, arch: Architecture) -> int:
-    """Per-architecture seed from the global seed and the arch id (independent of order)."""
-    digest = hashlib.sha256(f"{seed}:{arch.id}".encode()).hexdigest()
-    return int(digest[:8], 16)
 
 
 def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
@@ -79,35 +74,6 @@ def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[Architec
             raise ConfigError(f"could not draw {n} distinct architectures from space {space.name}")
         seen.setdefault(space.sample(rng), None)
     return list(seen)
-
-
-@dataclass(frozen=True)
-class ArchScores:
-    """Every requested proxy's outcome on one architecture, plus timing."""
-
-    results: dict[str, ProxyResult]
-    build_seconds: float
-    seconds: float  # build + all proxies
-
-
-def score_architecture(
-    space: SearchSpace,
-    arch: Architecture,
-    probe: ProbeBatch,
-    proxies: Sequence[Proxy],
-    *,
-    seed: int,
-    num_classes: int,
-) -> ArchScores:
-    """Build ``arch`` once (torch seeded with :func:`arch_seed`) and score all ``proxies`` together."""
-    start = time.perf_counter()
-    per_arch = arch_seed(seed, arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(per_arch)
-        model = space.build(arch, num_classes=num_classes)
-    built = time.perf_counter()
-    results = evaluate(model, probe, proxies, seed=per_arch)
-    return ArchScores(results, built - start, time.perf_counter() - start)
 
 
 # --- configuration and probe choice -------------------------------------------------------
@@ -163,12 +129,6 @@ class CorrelationConfig:
                 "--batch-size", str(self.batch_size),
             ]
         )
-
-
-def chunks_needed(proxies: Iterable[Proxy], minimum: int = 2) -> int:
-    """Probe batches the proxies ask for (ZiCo uses two), at least ``minimum``."""
-    highest = max((index for proxy in proxies for index in proxy.requirements), default=0)
-    return max(minimum, highest + 1)
 
 
 def choose_probe_data(dataset: str, requested: str | None, *, data_dir: PathLike | None = None) -> str:

@@ -108,7 +108,7 @@ def info(args: argparse.Namespace) -> int:
             probe = row.settings.get("probe", {})
             brief = (
                 f"{row.key[:10]} probe={probe.get('dataset')}x{probe.get('batch_size')}/{probe.get('chunks')} "
-                f"seed={row.settings.get('seed')} device={row.settings.get('device')}"
+                f"score_seed={row.settings.get('score_seed')} device={row.settings.get('device')}"
             )
             print(f"{row.space:8s} {row.proxy:12s} {row.complete:8d} {row.failed:7d}  {brief}")
         print(f"total: {sum(r.complete for r in rows)} scores, {sum(r.failed for r in rows)} failures")
@@ -174,7 +174,7 @@ def precompute(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "batch_size": args.batch_size,
         "probe_chunks": args.probe_chunks,
-        "seed": args.seed,
+        "score_seed": args.seed,
         "max_params": args.max_params,
         "max_flops": args.max_flops,
     }

@@ -57,7 +57,7 @@ def read_arch_lines(path: Path) -> list[tuple[int, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Score each architecture with every proxy; exit 4 when any score failed."""
-    from ..benchmarks.correlation import chunks_needed, score_architecture
+    from ..scoring import chunks_needed, score_architecture
     from ..data.probe import make_probe
     from ..proxies import get_proxy
     from ..spaces import get_space

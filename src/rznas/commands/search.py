@@ -18,6 +18,7 @@ _VALUE_FLAGS = {
     "population": "population",
     "iterations": "iterations",
     "seed": "seed",
+    "score_seed": "score_seed",
     "max_cost_usd": "max_cost_usd",
     "max_tokens": "max_tokens",
     "temperature": "temperature",
@@ -68,7 +69,9 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     what.add_argument("--proposer", default=s, help="llm (RZ-NAS, default) or random")
     what.add_argument("--population", type=int, default=s, metavar="N", help="population size (default 20; paper 100)")
     what.add_argument("--iterations", type=int, default=s, metavar="T", help="iterations (default 30; paper 1500)")
-    what.add_argument("--seed", type=int, default=s, metavar="S", help="random seed (default 0)")
+    what.add_argument("--seed", type=int, default=s, metavar="S", help="search seed: initial population, parents, mutations (default 0)")
+    what.add_argument("--score-seed", type=int, default=s, metavar="S",
+                      help="seed of the probe sample and the scored weights, as `rznas score --seed` (default 0)")
     what.add_argument("--selection", default=s, help="parent selection: uniform (default), best, tournament")
     what.add_argument("--data", default=s, help="probe data: gaussian (default), cifar10, cifar100")
     what.add_argument("--data-dir", default=s, metavar="DIR", help="data folder (else $RZNAS_DATA_DIR)")

@@ -5,7 +5,7 @@ imported here so that :mod:`rznas.store` can use the trial types without a cycle
 """
 from .budget import Budget, BudgetChecker
 from .config import PAPER_SETTING, SearchConfig, resolve_config
-from .evaluator import Evaluator, derive_seed
+from .evaluator import Evaluator
 from .memory import Note, ReflectionMemory
 from .prompt import MUTATION_SCHEMA, MutationPrompt, PromptOptions, ReflectionPrompt, proxy_source
 from .proposers import PROPOSERS, LLMProposer, Proposal, ProposerContext, RandomProposer, create_proposer
@@ -37,7 +37,6 @@ __all__ = [
     "Trial",
     "TrialState",
     "create_proposer",
-    "derive_seed",
     "proxy_source",
     "resolve_config",
 ]

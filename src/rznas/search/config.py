@@ -35,7 +35,10 @@ class SearchConfig:
     price_table: dict[str, Any] | None = None
     population: int = 20
     iterations: int = 30
-    seed: int = 0
+    seed: int = 0  # the search's randomness: initial population, parents, mutations, temperatures
+    # the scores' randomness: probe sample and network weights, exactly as `rznas score --seed`
+    # (rznas.scoring); independent of `seed`, so every run seed and proposer shares one score cache
+    score_seed: int = 0
     selection: str = "uniform"
     tournament_size: int = 5
     # torch intra-op threads for scoring (None = torch's default); 1 is fastest on a shared CPU

@@ -1,34 +1,32 @@
 """Judge one candidate: validate in the space, check budgets (cheap first), then score."""
 from __future__ import annotations
 
-import hashlib
-
-import torch
 from torch import nn
 
 from ..arch import Architecture
 from ..data.probe import ProbeBatch
 from ..errors import BudgetExceeded, InvalidArchitecture, ProxyError
-from ..proxies.base import Proxy, evaluate
+from ..proxies.base import Proxy
+from ..scoring import build_seeded, score_model
 from ..spaces.base import SearchSpace
 from .budget import Budget, BudgetChecker
 from .trial import Outcome, TrialState
 
 
-def derive_seed(seed: int, arch_id: str) -> int:
-    """A 63-bit seed from the run seed and an architecture id (order-independent scoring)."""
-    digest = hashlib.sha256(f"{seed}:{arch_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 class Evaluator:
-    """Turns an architecture into an :class:`Outcome`; never lets a failure look like a score."""
+    """Turns an architecture into an :class:`Outcome`; never lets a failure look like a score.
 
-    def __init__(self, space: SearchSpace, proxy: Proxy, probe: ProbeBatch, *, seed: int, budget: Budget | None = None):
+    ``score_seed`` seeds the weights and the proxy exactly as ``rznas score --seed`` does
+    (:mod:`rznas.scoring`), so a recorded score can be reproduced outside the search.
+    """
+
+    def __init__(
+        self, space: SearchSpace, proxy: Proxy, probe: ProbeBatch, *, score_seed: int, budget: Budget | None = None
+    ):
         self.space = space
         self.proxy = proxy
         self.probe = probe
-        self.seed = seed
+        self.score_seed = score_seed
         self.budget = budget or Budget(resolution=probe.resolution)
         self.checker = BudgetChecker(space, self.budget, num_classes=probe.num_classes)
 
@@ -38,14 +36,12 @@ class Evaluator:
             self.space.validate(arch)
         except InvalidArchitecture as exc:
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
-        arch_seed = derive_seed(self.seed, arch.id)
         model: list[nn.Module] = []
 
         def build() -> nn.Module:
             # one seeded build per candidate, shared by the budget checks and the proxy
             if not model:
-                torch.manual_seed(arch_seed)
-                model.append(self.space.build(arch, num_classes=self.probe.num_classes))
+                model.append(build_seeded(self.space, arch, seed=self.score_seed, num_classes=self.probe.num_classes))
             return model[0]
 
         try:
@@ -58,7 +54,7 @@ class Evaluator:
             return Outcome(TrialState.PROXY_ERROR, arch, reason=f"budget check: {type(exc).__name__}: {exc}")
         try:
             net = build().train()
-            results = evaluate(net, self.probe, [self.proxy], seed=arch_seed % (2**31))
+            results = score_model(net, arch, self.probe, [self.proxy], seed=self.score_seed)
         except InvalidArchitecture as exc:
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
         except (ProxyError, RuntimeError, ValueError) as exc:

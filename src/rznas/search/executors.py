@@ -37,7 +37,7 @@ EvaluateFn = Callable[[Architecture], Outcome]
 WORKER_LOST = "evaluation worker lost"
 
 #: bump when the evaluation semantics change in a way that alters stored scores
-EVALUATION_VERSION = "1"
+EVALUATION_VERSION = "2"  # 2: one seeding scheme with `rznas score` (rznas.scoring)
 
 
 class EvaluatorFactory(Protocol):
@@ -91,7 +91,7 @@ class EvaluatorSpec:
     space: str
     proxy: str
     probe: ProbeSpec = ProbeSpec()
-    seed: int = 0
+    score_seed: int = 0  # weights and proxy seed (rznas.scoring); the search's own seed never enters a score
     space_options: tuple[tuple[str, Any], ...] = ()
     max_params: float | None = None
     max_flops: float | None = None
@@ -114,10 +114,10 @@ class EvaluatorSpec:
                 data_dir=config.data_dir,
                 batch_size=config.batch_size,
                 chunks=config.probe_chunks,
-                seed=config.seed,
+                seed=config.score_seed,
                 resolution=config.probe_resolution,
             ),
-            seed=config.seed,
+            score_seed=config.score_seed,
             # options + budget preset, search limits folded in (plain values: see search.budget.space_kwargs)
             space_options=tuple(sorted(config.space_kwargs().items())),
             max_params=config.max_params,
@@ -147,7 +147,7 @@ class EvaluatorSpec:
             max_layers=self.max_layers,
             resolution=probe.resolution,
         )
-        return Evaluator(space, proxy, probe, seed=self.seed, budget=budget)
+        return Evaluator(space, proxy, probe, score_seed=self.score_seed, budget=budget)
 
     def cache_settings(self) -> dict[str, Any]:
         """What determines a score: the key of the persistent score cache (JSON-ready)."""
@@ -161,7 +161,7 @@ class EvaluatorSpec:
             "proxy": self.proxy,
             "proxy_version": str(getattr(proxy_cls, "version", "1")),
             "probe": self.probe.key(),
-            "seed": self.seed,
+            "score_seed": self.score_seed,
             "budget": {"max_params": self.max_params, "max_flops": self.max_flops, "max_layers": self.max_layers},
             "device": self.device.split(":")[0],
         }

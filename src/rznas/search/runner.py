@@ -289,7 +289,13 @@ class SearchRun:
         """Continue the run in ``run_dir`` exactly where its last committed trial left it."""
         store = RunStore.open(run_dir)
         try:
-            config = SearchConfig.from_dict(store.config(), origin=f"{run_dir} config")
+            stored = store.config()
+            if "score_seed" not in stored:
+                raise ConfigError(
+                    f"{run_dir} was started by an older rznas that seeded scores with the search seed; "
+                    "its scores cannot be continued under today's scheme (rznas.scoring): start a new run"
+                )
+            config = SearchConfig.from_dict(stored, origin=f"{run_dir} config")
             if overrides:
                 allowed = RESUME_OVERRIDES
                 bad = sorted(set(overrides) - allowed)
