@@ -115,3 +115,62 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         print(Path(summary["files"]["md"]).read_text(encoding="utf-8"), end="")
         print(f"\nwritten: {summary['files']['json']}, {summary['files']['md']}, {summary['files']['jsonl']}")
     return 0
+
+
+@BENCHES.register("search-quality")
+def add_search_quality(kinds: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Register `rznas bench search-quality`."""
+    parser = kinds.add_parser(
+        "search-quality",
+        help="NB201 search quality at the paper's scale (the RZ-NAS table), resumable",
+        description="Run `rznas search` for every proxy x proposer x seed on NB201 (default: the paper's protocol, "
+        "population 100, 1500 iterations, its five proxies), each in RUNS/<row>; finished runs are skipped and "
+        "interrupted ones resumed. Rows accumulate in OUT.json and the table in OUT.md: mean +- std of the returned "
+        "cell's 200-epoch test accuracy beside the paper, random search by validation accuracy and the largest "
+        "#params at the same number of evaluations.",
+    )
+    parser.add_argument("--proxies", default="grasp,grad_norm,synflow,zen,zico",
+                        help="comma-separated proxies or ensembles (default: the paper's five)")
+    parser.add_argument("--proposers", default="random,llm", help="comma-separated: random (plain proxy search), llm (RZ-NAS)")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated search seeds (default: 0,1,2,3,4)")
+    parser.add_argument("--population", type=int, default=100, help="population size (default: 100, the paper's)")
+    parser.add_argument("--iterations", type=int, default=1500, help="iterations (default: 1500, the paper's)")
+    parser.add_argument("--data", default="cifar10", help="probe data of the proxies (default: cifar10)")
+    parser.add_argument("--score-seed", type=int, default=0, help="score seed of every search (default: 0)")
+    parser.add_argument("--llm", default="local", help="LLM of the llm proposer (default: local, the embedded model)")
+    parser.add_argument("--variant", default="paper",
+                        help="name of the extra flags below; rows are named <proxy>-<proposer>-<variant>-seed<S> (default: paper = none)")
+    parser.add_argument("--search-flags", default="",
+                        help="extra `rznas search` flags of this variant, one shell-quoted string (e.g. '--fused-reflection --lean-prompt')")
+    parser.add_argument("--jobs", type=int, default=1, help="searches at once, one process each (default: 1; 2 uses both cores)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/search_paper_scale"), help="run directories (default: runs/search_paper_scale)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_paper_scale"),
+                        help="result files OUT.json and OUT.md (default: benchmarks/results/search_paper_scale)")
+    parser.add_argument("--summarize-only", action="store_true", help="only tabulate runs that finished")
+    parser.set_defaults(func=run_search_quality_command)
+    return parser
+
+
+def run_search_quality_command(args: argparse.Namespace) -> int:
+    """Run or tabulate the plan and print the table."""
+    import shlex
+
+    from ..benchmarks.search_quality import Protocol, make_plan, run_benchmark
+    from .score import parse_names
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.variant != "paper" and not args.search_flags:
+        raise ConfigError(f"--variant {args.variant} names extra flags: give them with --search-flags")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    protocol = Protocol(population=args.population, iterations=args.iterations, data=args.data, llm=args.llm,
+                        score_seed=args.score_seed)
+    plan = make_plan(parse_names(args.proxies), parse_names(args.proposers), seeds, variant=args.variant,
+                     flags=shlex.split(args.search_flags))
+    run_benchmark(plan, protocol, runs=args.runs, out=args.out, jobs=args.jobs, summarize_only=args.summarize_only)
+    print(args.out.with_suffix(".md").read_text(encoding="utf-8"), end="")
+    print(f"\nwritten: {args.out.with_suffix('.json')}, {args.out.with_suffix('.md')}")
+    return 0

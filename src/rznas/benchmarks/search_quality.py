@@ -1,0 +1,489 @@
+"""Search quality at the paper's scale on NAS-Bench-201: the RZ-NAS table, resumable.
+
+For every (proxy, proposer, seed) of a plan this runs one ``rznas search`` in its own run
+directory (``RUNS/<row name>``): skipped when it finished, resumed when an earlier
+invocation was interrupted, started otherwise; up to ``jobs`` searches at once, each in
+its own process (a search stays sequential and deterministic; two at once use both
+cores). The score cache is shared by all of them (scores do not depend on the search
+seed, see :mod:`rznas.scoring`), so every later seed and proposer reads what earlier
+ones scored.
+
+Each finished run becomes one row (arch, 200-epoch test accuracy on the three datasets,
+evaluations, proposal states, tokens, seconds, final selection); rows accumulate in
+``OUT.json`` across invocations (a row is keyed by its name, so an invocation adds or
+refreshes its rows and keeps the others) and ``OUT.md`` tabulates all of them: per
+(configuration) the mean +- std over seeds next to the paper's rows, random search by
+validation accuracy and the largest-#params pick at the same number of evaluations, and
+the benchmark optimum.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import ConfigError, DataError
+
+DATASETS = ("cifar10", "cifar100", "imagenet16")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16": 120}
+#: the paper's five NB201 proxies (RZ-NAS section 4)
+PAPER_PROXIES = ("grasp", "grad_norm", "synflow", "zen", "zico")
+#: RZ-NAS Table (NB201 test accuracy %, mean of 3 runs, population 100, 1500 iterations, GPT-4o)
+PAPER_ROWS: dict[str, dict[str, tuple[float, float, float]]] = {
+    "grasp": {"plain proxy search": (89.34, 60.89, 22.99), "RZ-NAS (GPT-4o)": (92.79, 69.34, 43.16)},
+    "grad_norm": {"plain proxy search": (89.27, 61.06, 24.10), "RZ-NAS (GPT-4o)": (93.99, 71.61, 42.61)},
+    "synflow": {"plain proxy search": (93.48, 71.35, 45.12), "RZ-NAS (GPT-4o)": (93.47, 73.21, 46.16)},
+    "zen": {"plain proxy search": (93.76, 70.67, 41.44), "RZ-NAS (GPT-4o)": (93.48, 71.35, 45.12)},
+    "zico": {"plain proxy search": (93.35, 70.71, 46.18), "RZ-NAS (GPT-4o)": (94.24, 73.30, 46.24)},
+}
+OPTIMUM = (94.37, 73.51, 47.31)
+#: the project's target for the best offline configuration (issue "Search quality at the paper's scale")
+TARGET = (94.30, 73.40, 46.60)
+#: proposal states that were scored by the proxy (an evaluation)
+EVALUATED_STATES = ("complete", "proxy_error")
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One search of the plan: a configuration (proxy, proposer, extra flags) at one seed."""
+
+    proxy: str
+    proposer: str
+    seed: int
+    variant: str = "paper"  # names the extra flags; part of the row name when not "paper"
+    flags: tuple[str, ...] = ()
+
+    @property
+    def configuration(self) -> str:
+        """The row group: every seed of one configuration."""
+        suffix = "" if self.variant == "paper" else f"-{self.variant}"
+        return f"{self.proxy}-{self.proposer}{suffix}"
+
+    @property
+    def name(self) -> str:
+        """The run directory's name and the row's key."""
+        return f"{self.configuration}-seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The settings every search of the plan shares (the paper's NB201 protocol by default)."""
+
+    population: int = 100
+    iterations: int = 1500
+    data: str = "cifar10"
+    llm: str = "local"
+    score_seed: int = 0
+    common_flags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.population < 1 or self.iterations < 0:
+            raise ConfigError(f"population must be >= 1 and iterations >= 0, got {self.population} and {self.iterations}")
+
+
+def make_plan(
+    proxies: Sequence[str], proposers: Sequence[str], seeds: Sequence[int], *, variant: str = "paper", flags: Sequence[str] = ()
+) -> list[PlanEntry]:
+    """Every (proxy, proposer, seed); seeds outermost so an interrupted plan leaves whole seeds behind."""
+    if not proxies or not proposers or not seeds:
+        raise ConfigError("the plan needs at least one proxy, one proposer and one seed")
+    for values, what in ((proxies, "proxy"), (proposers, "proposer"), (seeds, "seed")):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{what} list has duplicates: {','.join(map(str, values))}")
+    return [PlanEntry(proxy, proposer, seed, variant, tuple(flags)) for seed in seeds for proposer in proposers for proxy in proxies]
+
+
+def search_command(entry: PlanEntry, protocol: Protocol, run_dir: Path, *, executable: Sequence[str] = ("rznas",)) -> list[str]:
+    """The ``rznas search`` command line of one plan entry (what a user reruns)."""
+    command = [
+        *executable, "search", "--space", "nb201", "--proxy", entry.proxy, "--proposer", entry.proposer,
+        "--population", str(protocol.population), "--iterations", str(protocol.iterations),
+        "--seed", str(entry.seed), "--score-seed", str(protocol.score_seed), "--data", protocol.data,
+        "--out", str(run_dir), "--quiet",
+    ]
+    if entry.proposer == "llm":
+        command += ["--llm", protocol.llm]
+    return command + list(protocol.common_flags) + list(entry.flags)
+
+
+def resume_command(run_dir: Path, *, executable: Sequence[str] = ("rznas",)) -> list[str]:
+    return [*executable, "search", "--resume", str(run_dir), "--quiet"]
+
+
+def run_state(run_dir: Path) -> str:
+    """'finished' (best_arch.json and a finished status), 'started' (a store), or 'new'."""
+    if not (run_dir / "run.sqlite").exists():
+        return "new"
+    status = read_store(run_dir).get("status")
+    if (run_dir / "best_arch.json").exists() and status == "finished":
+        return "finished"
+    return "started"
+
+
+def read_store(run_dir: Path) -> dict[str, Any]:
+    """Trial states, per-trial seconds, LLM usage and the run's status, read-only from its store."""
+    uri = f"file:{(run_dir / 'run.sqlite').resolve()}?mode=ro"
+    with sqlite3.connect(uri, uri=True, timeout=30.0) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        states = dict(db.execute("SELECT state, COUNT(*) FROM trials WHERE iteration > 0 GROUP BY state").fetchall())
+        initial = db.execute("SELECT COUNT(*) FROM trials WHERE iteration = 0").fetchone()[0]
+        timings = [json.loads(t) for (t,) in db.execute("SELECT timings FROM trials")]
+        calls = db.execute(
+            "SELECT purpose, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(latency_s) FROM llm_calls "
+            "WHERE cache_hit = 0 GROUP BY purpose"
+        ).fetchall()
+    status = meta.get("status")
+    try:
+        status = json.loads(status) if status is not None else None
+    except json.JSONDecodeError:
+        pass
+    if isinstance(status, dict):
+        status = status.get("status")
+    return {
+        "status": status,
+        "states": states,
+        "initial_trials": initial,
+        "seconds": sum(float(t.get("total_s", 0.0)) for t in timings),
+        "llm": {p: {"calls": n, "input_tokens": i or 0, "output_tokens": o or 0, "seconds": s or 0.0} for p, n, i, o, s in calls},
+    }
+
+
+def collect_row(entry: PlanEntry, protocol: Protocol, run_dir: Path, command: str) -> dict[str, Any]:
+    """One finished run as a row of search_paper_scale.json."""
+    try:
+        best = json.loads((run_dir / "best_arch.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{run_dir}/best_arch.json cannot be read: {exc}") from None
+    bench = best.get("benchmark") or {}
+    if any(d not in bench for d in DATASETS):
+        raise DataError(
+            f"{run_dir}: best_arch.json has no NB201 accuracies ({bench.get('skipped', 'no benchmark')}); "
+            "set RZNAS_DATA_DIR or --nb201 so that the ground truth is found"
+        )
+    store = read_store(run_dir)
+    states = store["states"]
+    iterations = sum(states.values())
+    evaluations = store["initial_trials"] + sum(states.get(s, 0) for s in EVALUATED_STATES)
+    llm = store["llm"]
+    llm_seconds = sum(c["seconds"] for c in llm.values())
+    return {
+        "name": entry.name,
+        "configuration": entry.configuration,
+        "proxy": entry.proxy,
+        "proposer": entry.proposer,
+        "variant": entry.variant,
+        "flags": list(entry.flags),
+        "seed": entry.seed,
+        "score_seed": protocol.score_seed,
+        "population": protocol.population,
+        "iterations": protocol.iterations,
+        "data": protocol.data,
+        "llm": protocol.llm if entry.proposer == "llm" else None,
+        "evaluations": evaluations,
+        "proposals": {"total": iterations, **{s: n for s, n in sorted(states.items())}},
+        "final_selection": best.get("final_selection"),
+        "arch": best["arch"],
+        "score": best.get("score"),
+        "test_acc": {d: bench[d]["test_acc"] for d in DATASETS},
+        "val_acc": {d: bench[d]["val_acc"] for d in DATASETS},
+        "seconds": store["seconds"],
+        "llm_calls": llm,
+        "llm_seconds_per_iteration": llm_seconds / iterations if iterations and llm else None,
+        "tokens_per_iteration": (
+            {
+                "input": sum(c["input_tokens"] for c in llm.values()) / iterations,
+                "output": sum(c["output_tokens"] for c in llm.values()) / iterations,
+            }
+            if iterations and llm
+            else None
+        ),
+        "command": command,
+        "run_dir": str(run_dir),
+    }
+
+
+# --- running the plan ---------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    """Runs (or resumes, or skips) each plan entry; ``launch`` is a seam for tests."""
+
+    protocol: Protocol
+    runs: Path
+    jobs: int = 1
+    executable: tuple[str, ...] = ("rznas",)
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    launch: Callable[[list[str]], int] = field(default=lambda command: subprocess.run(command).returncode)
+
+    def run_entry(self, entry: PlanEntry) -> str:
+        """Make ``entry``'s run finished; returns what was done ('skipped', 'resumed', 'started')."""
+        run_dir = self.runs / entry.name
+        state = run_state(run_dir)
+        if state == "finished":
+            return "skipped"
+        command = (
+            resume_command(run_dir, executable=self.executable)
+            if state == "started"
+            else search_command(entry, self.protocol, run_dir, executable=self.executable)
+        )
+        self.log("$ " + shlex.join(command))
+        start = time.perf_counter()
+        code = self.launch(command)
+        if code != 0:
+            raise DataError(f"{entry.name}: `{shlex.join(command)}` exited with status {code}; rerun to resume it")
+        self.log(f"{entry.name}: done in {time.perf_counter() - start:.0f} s")
+        return "resumed" if state == "started" else "started"
+
+    def run(self, plan: Iterable[PlanEntry]) -> dict[str, str]:
+        """Run the whole plan, ``jobs`` at a time; a failed entry is reported after the others ran."""
+        self.runs.mkdir(parents=True, exist_ok=True)
+        entries = list(plan)
+        done: dict[str, str] = {}
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
+            for entry, future in [(e, pool.submit(self.run_entry, e)) for e in entries]:
+                try:
+                    done[entry.name] = future.result()
+                except DataError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise DataError("; ".join(errors))
+        return done
+
+
+# --- the result files ---------------------------------------------------------------------
+
+
+def load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows already in ``path`` (by name); {} when there is no file yet."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not JSON ({exc}); repair or delete it") from None
+    rows = data.get("rows", []) if isinstance(data, dict) else data
+    return {row["name"]: row for row in rows if isinstance(row, dict) and "name" in row}
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def random_baselines(seeds: Sequence[int], evaluations: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Random search by validation accuracy, and the largest-#params pick, of ``evaluations`` seeded cells."""
+    from ..spaces import get_space
+    from .correlation import sample_architectures
+    from .nb201_table import open_nb201
+
+    space = get_space("nb201")
+    truth = open_nb201()
+    by_val: dict[str, list[float]] = {d: [] for d in DATASETS}
+    by_params: dict[str, list[float]] = {d: [] for d in DATASETS}
+    for seed in seeds:
+        sample = sample_architectures(space, evaluations, seed)
+        for d in DATASETS:
+            accs = [truth.lookup(a, d) for a in sample]
+            by_val[d].append(max(accs, key=lambda acc: acc.val_acc).test_acc)
+            largest = max(sample, key=lambda a: space.count_params(a, num_classes=NUM_CLASSES[d]))
+            by_params[d].append(truth.lookup(largest, d).test_acc)
+    return {
+        "random search (validation accuracy)": {d: mean_std(v) for d, v in by_val.items()},
+        "largest #params": {d: mean_std(v) for d, v in by_params.items()},
+    }
+
+
+def summarize(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Group rows by configuration: mean +- std over seeds, beside baselines at the same evaluations."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(rows.values(), key=lambda r: (r["configuration"], r["seed"])):
+        groups.setdefault(row["configuration"], []).append(row)
+    table: dict[str, Any] = {}
+    for name, members in groups.items():
+        evaluations = round(statistics.fmean(r["evaluations"] for r in members))
+        seeds = [r["seed"] for r in members]
+        first = members[0]
+        proposals: dict[str, float] = {}
+        for state in sorted({s for r in members for s in r["proposals"]}):
+            proposals[state] = statistics.fmean(r["proposals"].get(state, 0) for r in members)
+        entry: dict[str, Any] = {
+            "proxy": first["proxy"],
+            "proposer": first["proposer"],
+            "variant": first["variant"],
+            "flags": first["flags"],
+            "final_selection": first["final_selection"],
+            "population": first["population"],
+            "iterations": first["iterations"],
+            "seeds": seeds,
+            "test_acc": {d: mean_std([r["test_acc"][d] for r in members]) for d in DATASETS},
+            "evaluations": mean_std([r["evaluations"] for r in members]),
+            "proposals_mean": proposals,
+            "seconds": mean_std([r["seconds"] for r in members]),
+            "baselines": random_baselines(seeds, evaluations),
+            "baseline_evaluations": evaluations,
+        }
+        per_iteration = [r["llm_seconds_per_iteration"] for r in members if r.get("llm_seconds_per_iteration")]
+        if per_iteration:
+            entry["llm_seconds_per_iteration"] = mean_std(per_iteration)
+            entry["tokens_per_iteration"] = {
+                k: statistics.fmean(r["tokens_per_iteration"][k] for r in members if r.get("tokens_per_iteration"))
+                for k in ("input", "output")
+            }
+        table[name] = entry
+    return table
+
+
+def _cell(stats: dict[str, float]) -> str:
+    return f"{stats['mean']:.2f} +- {stats['std']:.2f}"
+
+
+#: how each proposer's rows are named in the table (the paper's names)
+ROW_LABELS = {"random": "plain proxy search (random mutation)", "llm": "RZ-NAS (LLM mutation + reflection)"}
+
+
+def render_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
+    """The table of every configuration next to the paper's rows and the baselines."""
+    lines = [
+        "# NB201 search quality at the paper's scale",
+        "",
+        "Test accuracy (%) of the returned cell in the 200-epoch NAS-Bench-201 table, mean +- std over seeds. "
+        "Every search: NB201, random initial population, uniform parent selection, probe = CIFAR-10 training "
+        "images (2 x 64) unless the row's flags say otherwise; the paper ran GPT-4o, population 100, 1,500 iterations, "
+        "mean of 3 runs. Baselines use the same seeds and the row's mean number of evaluations. Each row's exact "
+        "commands are in the JSON file (`rows[].command`); the table is rebuilt by "
+        "`rznas bench search-quality --summarize-only --out <this file without suffix>`.",
+        "",
+        "| row | proxy | population / iterations | seeds | evaluations | CIFAR-10 | CIFAR-100 | ImageNet16-120 |",
+        "|---|---|---|---:|---:|---|---|---|",
+    ]
+    by_proxy: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, entry in summary.items():
+        by_proxy.setdefault(entry["proxy"], []).append((name, entry))
+    for proxy in sorted(by_proxy, key=lambda p: (p not in PAPER_PROXIES, p)):
+        for name, entry in by_proxy[proxy]:
+            label = ROW_LABELS.get(entry["proposer"], entry["proposer"])
+            if entry["variant"] != "paper":
+                label += f", {entry['variant']}"
+            if entry["final_selection"]:
+                label += ", final selection"
+            cells = " | ".join(_cell(entry["test_acc"][d]) for d in DATASETS)
+            lines.append(
+                f"| rznas: {label} | {proxy} | {entry['population']} / {entry['iterations']} | {len(entry['seeds'])} | "
+                f"{entry['evaluations']['mean']:.0f} | {cells} |"
+            )
+            for baseline, values in entry["baselines"].items():
+                cells = " | ".join(_cell(values[d]) for d in DATASETS)
+                lines.append(f"| {baseline}, same evaluations | - | - | {len(entry['seeds'])} | {entry['baseline_evaluations']} | {cells} |")
+        for label, values in PAPER_ROWS.get(proxy, {}).items():
+            lines.append(f"| paper: {label} | {proxy} | 100 / 1500 | 3 | - | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    lines.append("| project target (offline) | - | 100 / 1500 | 5 | - | " + " | ".join(f"{v:.2f}" for v in TARGET) + " |")
+    lines.append("| benchmark optimum | - | - | - | 15625 | " + " | ".join(f"{v:.2f}" for v in OPTIMUM) + " |")
+    lines += [
+        "",
+        "## Cost and proposals per run (mean over seeds)",
+        "",
+        "Seconds: the sum of the runs' per-trial wall time (proposal + scoring + reflection) on the 2-core CPU "
+        "machine, one search per process; with the shared score cache, later seeds and proposers read what earlier "
+        "ones scored, so the first runs of a proxy are the expensive ones.",
+        "",
+        "| row | seconds per run | proposals | complete | duplicate | invalid / parse error | LLM s per iteration | tokens per iteration in / out |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in summary.items():
+        p = entry["proposals_mean"]
+        bad = p.get("invalid", 0) + p.get("parse_error", 0) + p.get("copied_example", 0)
+        llm = entry.get("llm_seconds_per_iteration")
+        tokens = entry.get("tokens_per_iteration")
+        token_cell = f"{tokens['input']:.0f} / {tokens['output']:.0f}" if tokens else "-"
+        lines.append(
+            f"| {name} | {entry['seconds']['mean']:.0f} +- {entry['seconds']['std']:.0f} | {p.get('total', 0):.0f} | "
+            f"{p.get('complete', 0):.0f} | {p.get('duplicate', 0):.0f} | {bad:.0f} | "
+            f"{_cell(llm) if llm else '-'} | {token_cell} |"
+        )
+    lines += ["", "## Runs", "", "| run | arch | score | CIFAR-10 | CIFAR-100 | ImageNet16-120 | seconds |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name in sorted(rows):
+        row = rows[name]
+        score = row["score"]
+        shown = f"{score:.6g}" if isinstance(score, (int, float)) and math.isfinite(score) else "-"
+        accs = " | ".join(f"{row['test_acc'][d]:.2f}" for d in DATASETS)
+        arch = str(row["arch"]).replace("|", "\\|")  # a pipe inside a table cell must be escaped
+        lines.append(f"| {name} | `{arch}` | {shown} | {accs} | {row['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Write OUT.json (rows + summary) and OUT.md atomically; returns the summary."""
+    summary = summarize(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "search_paper_scale",
+        "space": "nb201",
+        "paper": {k: {label: list(v) for label, v in rows_.items()} for k, rows_ in PAPER_ROWS.items()},
+        "optimum": dict(zip(DATASETS, OPTIMUM)),
+        "target": dict(zip(DATASETS, TARGET)),
+        "summary": summary,
+        "rows": [rows[name] for name in sorted(rows)],
+    }
+    for path, text in ((out.with_suffix(".json"), json.dumps(payload, indent=2) + "\n"), (out.with_suffix(".md"), render_markdown(summary, rows))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return summary
+
+
+def run_benchmark(
+    plan: Sequence[PlanEntry],
+    protocol: Protocol,
+    *,
+    runs: Path,
+    out: Path,
+    jobs: int = 1,
+    summarize_only: bool = False,
+    runner: Runner | None = None,
+) -> dict[str, Any]:
+    """Run (or only tabulate) the plan; every finished run of the plan becomes a row of OUT."""
+    runner = runner or Runner(protocol, runs, jobs=jobs)
+    rows = load_rows(out.with_suffix(".json"))
+    if not summarize_only:
+        runner.run(plan)
+    for entry in plan:
+        run_dir = runs / entry.name
+        if run_state(run_dir) == "finished":
+            command = shlex.join(search_command(entry, protocol, run_dir))
+            rows[entry.name] = collect_row(entry, protocol, run_dir, command)
+    return write_results(out, rows)
+
+
+__all__ = [
+    "DATASETS",
+    "PAPER_PROXIES",
+    "PAPER_ROWS",
+    "PlanEntry",
+    "Protocol",
+    "Runner",
+    "collect_row",
+    "load_rows",
+    "make_plan",
+    "read_store",
+    "render_markdown",
+    "run_benchmark",
+    "run_state",
+    "search_command",
+    "summarize",
+    "write_results",
+]
