@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -133,7 +134,14 @@ def run_state(run_dir: Path) -> str:
 def read_store(run_dir: Path) -> dict[str, Any]:
     """Trial states, per-trial seconds, LLM usage and the run's status, read-only from its store."""
     uri = f"file:{(run_dir / 'run.sqlite').resolve()}?mode=ro"
-    with sqlite3.connect(uri, uri=True, timeout=30.0) as db:
+    try:
+        return _read_store(sqlite3.connect(uri, uri=True, timeout=30.0))
+    except sqlite3.Error as exc:
+        raise DataError(f"cannot read the run store of {run_dir}: {exc}; delete the run directory to start it again") from None
+
+
+def _read_store(connection: sqlite3.Connection) -> dict[str, Any]:
+    with closing(connection) as db:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         states = dict(db.execute("SELECT state, COUNT(*) FROM trials WHERE iteration > 0 GROUP BY state").fetchall())
         initial = db.execute("SELECT COUNT(*) FROM trials WHERE iteration = 0").fetchone()[0]
@@ -222,7 +230,8 @@ class Runner:
     protocol: Protocol
     runs: Path
     jobs: int = 1
-    executable: tuple[str, ...] = ("rznas",)
+    # this interpreter's rznas (the recorded commands say `rznas`, what a user types)
+    executable: tuple[str, ...] = (sys.executable, "-m", "rznas")
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
     launch: Callable[[list[str]], int] = field(default=lambda command: subprocess.run(command).returncode)
 

@@ -1,0 +1,108 @@
+"""`rznas bench search-quality`: the paper-scale NB201 table harness, on a tiny budget."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rznas.benchmarks import search_quality as sq
+from rznas.cli import main
+from rznas.errors import ConfigError, DataError
+
+from .conftest import require_shared
+
+REQUIRED = ("proxy", "proposer", "seed", "population", "iterations", "evaluations", "final_selection", "arch", "test_acc", "seconds")
+#: mutation replies of a scripted LLM, cycled by the search: valid NB201 cells (one may equal its parent: a duplicate)
+CELLS = [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
+    "|avg_pool_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_1x1~0|nor_conv_3x3~1|nor_conv_1x1~2|",
+]
+
+
+@pytest.fixture
+def nb201_env(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The subprocess searches find the NB201 ground truth through RZNAS_DATA_DIR."""
+    data = require_shared("nb201").parent
+    monkeypatch.setenv("RZNAS_DATA_DIR", str(data))
+    return data
+
+
+def scripted_replies(path: Path, iterations: int) -> str:
+    """A JSONL reply file: per iteration one mutation (a JSON arch) and one reflection, enough for every run."""
+    lines = []
+    for i in range(iterations):
+        lines.append(json.dumps(json.dumps({"arch": CELLS[i % len(CELLS)], "thinking": "swap one edge"})))
+        lines.append(json.dumps("Prefer nor_conv_3x3 on the edges into node 3."))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return f"scripted:{path}"
+
+
+def bench(tmp_path: Path, *extra: str, llm: str = "scripted:none") -> int:
+    return main([
+        "bench", "search-quality", "--proxies", "params", "--population", "3", "--iterations", "2",
+        "--data", "gaussian", "--llm", llm, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "table"), *extra,
+    ])
+
+
+@pytest.mark.slow
+def test_tiny_table_end_to_end_with_a_scripted_llm_and_resumable_reruns(tmp_path, nb201_env, capsys):
+    llm = scripted_replies(tmp_path / "replies.jsonl", iterations=8)
+    assert bench(tmp_path, "--proposers", "random,llm", "--seeds", "0,1", "--jobs", "2", llm=llm) == 0
+    data = json.loads((tmp_path / "table.json").read_text())
+    rows = {row["name"]: row for row in data["rows"]}
+    assert set(rows) == {"params-random-seed0", "params-random-seed1", "params-llm-seed0", "params-llm-seed1"}
+    for row in rows.values():
+        assert all(key in row for key in REQUIRED)
+        assert set(row["test_acc"]) == {"cifar10", "cifar100", "imagenet16"}
+        assert row["population"] == 3 and row["iterations"] == 2 and row["final_selection"] is None
+        assert 3 <= row["evaluations"] <= 5 and row["proposals"]["total"] == 2
+        assert row["command"].startswith("rznas search --space nb201 --proxy params")
+    assert rows["params-llm-seed0"]["tokens_per_iteration"]["input"] > 0
+    assert rows["params-random-seed0"]["llm_calls"] == {}
+    table = (tmp_path / "table.md").read_text()
+    assert "paper: plain proxy search" not in table  # params is not one of the paper's proxies
+    assert "| rznas: RZ-NAS (LLM mutation + reflection) | params | 3 / 2 | 2 |" in table
+    assert "random search (validation accuracy), same evaluations" in table
+    # a rerun skips every finished run and keeps the rows; another invocation adds its rows to the same files
+    capsys.readouterr()
+    calls: list[list[str]] = []
+    runner = sq.Runner(sq.Protocol(population=3, iterations=2, data="gaussian"), tmp_path / "runs", launch=lambda c: calls.append(c) or 0)
+    plan = sq.make_plan(["params"], ["random", "llm"], [0, 1])
+    assert runner.run(plan) == {entry.name: "skipped" for entry in plan} and calls == []
+    assert bench(tmp_path, "--proposers", "random", "--seeds", "2") == 0
+    names = {row["name"] for row in json.loads((tmp_path / "table.json").read_text())["rows"]}
+    assert names == set(rows) | {"params-random-seed2"}
+
+
+def test_an_interrupted_run_is_resumed_and_a_failed_one_reported(tmp_path):
+    protocol = sq.Protocol(population=3, iterations=2, data="gaussian")
+    entry = sq.PlanEntry("params", "random", 0)
+    started = tmp_path / "runs" / entry.name
+    started.mkdir(parents=True)
+    (started / "run.sqlite").write_bytes(b"")  # a store without best_arch.json: an interrupted run
+    calls: list[list[str]] = []
+    runner = sq.Runner(protocol, tmp_path / "runs", launch=lambda c: calls.append(c) or 0)
+    with pytest.raises(DataError, match="cannot read the run store"):
+        sq.run_state(started)  # an unreadable store is an error, not "finished"
+    (started / "run.sqlite").unlink()
+    assert runner.run_entry(entry) == "started"
+    assert calls[-1][-2:] == [str(started), "--quiet"] and "--seed" in calls[-1]
+    failing = sq.Runner(protocol, tmp_path / "runs", launch=lambda c: 3)
+    with pytest.raises(DataError, match="exited with status 3; rerun to resume it"):
+        failing.run([entry])
+
+
+def test_plan_and_flag_errors(tmp_path):
+    with pytest.raises(ConfigError, match="duplicates"):
+        sq.make_plan(["zico", "zico"], ["random"], [0])
+    with pytest.raises(ConfigError, match="at least one"):
+        sq.make_plan(["zico"], ["random"], [])
+    assert bench(tmp_path, "--variant", "lean") == ConfigError.exit_code
+    assert bench(tmp_path, "--jobs", "0") == ConfigError.exit_code
+    plan = sq.make_plan(["zico", "synflow"], ["random", "llm"], [0, 1], variant="lean", flags=["--lean-prompt"])
+    assert [e.name for e in plan][:4] == ["zico-random-lean-seed0", "synflow-random-lean-seed0", "zico-llm-lean-seed0", "synflow-llm-lean-seed0"]
+    command = sq.search_command(plan[2], sq.Protocol(), Path("runs/x"))
+    assert command[:2] == ["rznas", "search"] and command[-1] == "--lean-prompt" and "--llm" in command
+    assert command[command.index("--population") + 1] == "100" and command[command.index("--iterations") + 1] == "1500"
