@@ -26,6 +26,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -254,14 +255,23 @@ class Runner:
         self.log(f"{entry.name}: done in {time.perf_counter() - start:.0f} s")
         return "resumed" if state == "started" else "started"
 
-    def run(self, plan: Iterable[PlanEntry]) -> dict[str, str]:
-        """Run the whole plan, ``jobs`` at a time; a failed entry is reported after the others ran."""
-        self.runs.mkdir(parents=True, exist_ok=True)
+    def run(self, plan: Iterable[PlanEntry], on_done: Callable[[PlanEntry], None] | None = None) -> dict[str, str]:
+        """Run the whole plan, ``jobs`` at a time, calling ``on_done`` after each finished entry;
+        a failed entry is reported after the others ran."""
         entries = list(plan)
+        if entries:
+            self.runs.mkdir(parents=True, exist_ok=True)
         done: dict[str, str] = {}
         errors: list[str] = []
+
+        def one(entry: PlanEntry) -> str:
+            what = self.run_entry(entry)
+            if on_done is not None:
+                on_done(entry)
+            return what
+
         with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            for entry, future in [(e, pool.submit(self.run_entry, e)) for e in entries]:
+            for entry, future in [(e, pool.submit(one, e)) for e in entries]:
                 try:
                     done[entry.name] = future.result()
                 except DataError as exc:
@@ -455,6 +465,26 @@ def write_results(out: Path, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+#: row fields that must match for a table row to stand for a plan entry
+PROTOCOL_FIELDS = ("proxy", "proposer", "variant", "flags", "seed", "score_seed", "population", "iterations", "data", "llm")
+
+
+def protocol_of(entry: PlanEntry, protocol: Protocol) -> dict[str, Any]:
+    """The settings a row of ``entry`` under ``protocol`` records (compared with an existing row)."""
+    return {
+        "proxy": entry.proxy,
+        "proposer": entry.proposer,
+        "variant": entry.variant,
+        "flags": list(entry.flags),
+        "seed": entry.seed,
+        "score_seed": protocol.score_seed,
+        "population": protocol.population,
+        "iterations": protocol.iterations,
+        "data": protocol.data,
+        "llm": protocol.llm if entry.proposer == "llm" else None,
+    }
+
+
 def run_benchmark(
     plan: Sequence[PlanEntry],
     protocol: Protocol,
@@ -465,16 +495,41 @@ def run_benchmark(
     summarize_only: bool = False,
     runner: Runner | None = None,
 ) -> dict[str, Any]:
-    """Run (or only tabulate) the plan; every finished run of the plan becomes a row of OUT."""
+    """Run (or only tabulate) the plan; each run becomes a row of OUT as soon as it finishes.
+
+    An entry whose row is already in OUT (same settings) is not run again, even when its run
+    directory is gone (a fresh checkout keeps the committed table, not the runs); a row of the
+    same name with other settings is an error rather than a silent mix.
+    """
     runner = runner or Runner(protocol, runs, jobs=jobs)
     rows = load_rows(out.with_suffix(".json"))
-    if not summarize_only:
-        runner.run(plan)
+    todo: list[PlanEntry] = []
     for entry in plan:
+        row = rows.get(entry.name)
+        wanted = protocol_of(entry, protocol)
+        if row is not None and {k: row.get(k) for k in PROTOCOL_FIELDS} != wanted:
+            raise ConfigError(
+                f"{out.with_suffix('.json')} already holds row {entry.name} made with other settings "
+                f"({ {k: row.get(k) for k in PROTOCOL_FIELDS} }); use another --out or --runs"
+            )
+        if row is None:
+            todo.append(entry)
+    lock = threading.Lock()
+
+    def add_row(entry: PlanEntry) -> None:
         run_dir = runs / entry.name
-        if run_state(run_dir) == "finished":
-            command = shlex.join(search_command(entry, protocol, run_dir))
-            rows[entry.name] = collect_row(entry, protocol, run_dir, command)
+        if run_state(run_dir) != "finished":
+            return
+        row = collect_row(entry, protocol, run_dir, shlex.join(search_command(entry, protocol, run_dir)))
+        with lock:
+            rows[entry.name] = row
+            write_results(out, rows)
+
+    if not summarize_only:
+        runner.run(todo, on_done=add_row)
+    for entry in todo:
+        if (runs / entry.name).exists():
+            add_row(entry)
     return write_results(out, rows)
 
 
