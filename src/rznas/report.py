@@ -12,10 +12,19 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .search.trial import TrialState
-from .store import RunStore
+
+
+class RunRecords(Protocol):
+    """What a report reads from a run: a :class:`rznas.store.RunStore` or a read-only
+    :class:`rznas.run_reader.RunReader`."""
+
+    def config(self) -> dict[str, Any]: ...
+    def trial_rows(self) -> list[dict[str, Any]]: ...
+    def llm_calls(self) -> list[dict[str, Any]]: ...
+    def usage(self) -> dict[str, float]: ...
 
 CSV_COLUMNS = [
     "number",
@@ -157,7 +166,7 @@ def token_summary(calls: list[dict[str, Any]], iterations: int) -> dict[str, Any
 
 
 def write_report(
-    store: RunStore,
+    store: RunRecords,
     run_dir: str | Path,
     *,
     benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None = None,

@@ -7,10 +7,17 @@ state after trial i is exactly reconstructible (replay the trials, restore the R
 that is what ``rznas search --resume`` does after a crash, SIGKILL included. Cached
 replies are committed as soon as they arrive, so no paid call is ever repeated. API keys
 are never written here (requests hold model name, messages and sampling settings only).
+
+The process writing a run holds an exclusive lock on ``run.sqlite-lock`` (flock) for as long
+as its store is open; the kernel drops it when the process dies, SIGKILL included. Readers
+(``rznas runs``, ``report``, ``compare``, ``dashboard``) tell a live run from a killed one
+with :func:`writer_alive`, and a second writer of the same run is refused.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -23,7 +30,13 @@ from .search.gateway import CachedReply, CallRecord
 from .search.trial import Trial, TrialState
 
 DB_NAME = "run.sqlite"
+LOCK_NAME = f"{DB_NAME}-lock"
 SCHEMA_VERSION = 1
+
+try:  # POSIX; elsewhere a run's liveness cannot be told (writer_alive says so)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,6 +110,7 @@ class RunStore:
         self.db = connection
         # concurrent proposals read and write the reply cache from worker threads
         self._lock = threading.RLock()
+        self._writer_fd: int | None = None
 
     # ---- opening ----------------------------------------------------------------------
     @classmethod
@@ -108,6 +122,11 @@ class RunStore:
             raise ConfigError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         store = cls(path, cls._connect(path))
+        try:
+            store.claim_writer()
+        except BaseException:
+            store.close()
+            raise
         store.db.executescript(_SCHEMA)
         with store.transaction():
             store._set_meta("schema_version", SCHEMA_VERSION)
@@ -141,6 +160,32 @@ class RunStore:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            if self._writer_fd is not None:
+                os.close(self._writer_fd)  # releases the writer lock
+                self._writer_fd = None
+
+    def claim_writer(self, wait_s: float = 2.0) -> None:
+        """Hold the run's writer lock until :meth:`close` (idempotent); refuse a run another
+        live process is writing. ``wait_s`` rides out a reader's momentary probe of the lock."""
+        if self._writer_fd is not None or fcntl is None:
+            return
+        fd = os.open(self.path.parent / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise ConfigError(
+                        f"{self.path.parent} is being written by another live rznas process; "
+                        "wait for it to end (or stop it) before resuming"
+                    ) from exc
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._writer_fd = fd
 
     def transaction(self) -> "_Transaction":
         return _Transaction(self.db, self._lock)
@@ -321,6 +366,26 @@ class RunStore:
             yield row["key"], row["request_json"], CachedReply(
                 row["reply_text"], row["input_tokens"], row["output_tokens"], row["latency_s"], row["cost_usd"], row["model"]
             )
+
+
+def writer_alive(run_dir: str | Path) -> bool | None:
+    """Whether a live process holds the run's writer lock (None: cannot be told on this
+    platform). Never creates or writes anything: a run without a lock file has no writer."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        raise
+    finally:
+        os.close(fd)  # also drops the shared lock just taken
+    return False
 
 
 class _Transaction:

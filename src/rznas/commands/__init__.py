@@ -15,7 +15,7 @@ from ..registry import Registry
 AddParser = Callable[["argparse._SubParsersAction"], argparse.ArgumentParser]
 COMMANDS: Registry[AddParser] = Registry("command")
 
-MODULES = ["list_cmd", "score", "bench", "train", "export", "search", "cache"]
+MODULES = ["list_cmd", "score", "bench", "train", "export", "search", "cache", "runs", "report_cmd", "compare", "dashboard"]
 
 
 def load_all() -> None:

@@ -6,7 +6,7 @@ the reason is reported instead of numbers.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ..arch import Architecture
 from ..errors import ConfigError, DataError
@@ -31,3 +31,9 @@ def benchmark_accuracies(space: str, arch: Architecture, *, nb201: str | None = 
         return results
     except (DataError, ConfigError) as exc:
         return {"skipped": str(exc)}
+
+
+def trial_accuracies(config: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`benchmark_accuracies` of a stored trial row of a run with resolved ``config``."""
+    arch = Architecture.from_json(row["arch_json"])
+    return benchmark_accuracies(config["space"], arch, nb201=config.get("nb201"), data_dir=config.get("data_dir"))

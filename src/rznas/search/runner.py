@@ -24,7 +24,7 @@ from ..llm.budget import Budget as UsageBudget
 from ..proxies import get_proxy
 from ..spaces import get_space
 from ..store import DB_NAME, RunStore
-from .benchmark import benchmark_accuracies
+from .benchmark import trial_accuracies
 from .config import SearchConfig
 from .executors import EvaluatorSpec, Executor, create_executor
 from .gateway import CallRecord, LLMGateway
@@ -289,6 +289,7 @@ class SearchRun:
         """Continue the run in ``run_dir`` exactly where its last committed trial left it."""
         store = RunStore.open(run_dir)
         try:
+            store.claim_writer()  # before anything is written: refuse a run another process is still writing
             stored = store.config()
             if "score_seed" not in stored:
                 raise ConfigError(
@@ -365,6 +366,7 @@ class SearchRun:
         flight (:meth:`_run_concurrent`). A resumed run with proposals that were in flight at
         the crash always continues concurrently, asking those first.
         """
+        self.store.claim_writer()  # held until close(): `rznas runs` tells this live run from a killed one
         self.store.set_status("running")
         status, reason = "finished", ""
         try:
@@ -692,11 +694,8 @@ class SearchRun:
         """Write best_arch.json, the trial exports and the plots; mark the run's status."""
         from ..report import write_report
 
-        def lookup(row: dict[str, Any]) -> dict[str, Any]:
-            arch = Architecture.from_json(row["arch_json"])
-            return benchmark_accuracies(self.config.space, arch, nb201=self.config.nb201, data_dir=self.config.data_dir)
-
-        summary = write_report(self.store, self.run_dir, benchmark=lookup)
+        config = self.config.to_dict()
+        summary = write_report(self.store, self.run_dir, benchmark=lambda row: trial_accuracies(config, row))
         self.store.set_status(status, reason)
         best = self.strategy.best()
         return RunResult(
@@ -739,7 +738,7 @@ def validate_config(config: SearchConfig) -> None:
 def _remove_new_run(run_dir: Path, *, remove_dir: bool) -> None:
     """Delete the store files of a run that never started (and, with ``remove_dir``, the
     directory made for it when nothing else was written there)."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
+    for suffix in ("", "-wal", "-shm", "-journal", "-lock"):
         (run_dir / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
     if remove_dir:
         try:
