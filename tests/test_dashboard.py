@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ import pytest
 from rznas.cli import main
 from rznas.store import DB_NAME
 
-from .test_run_commands import POPULATION, random_run, start_slow_search, store_bytes, wait_for_trials
+from .live_search import POPULATION, random_run, start_slow_search, store_bytes, wait_for_trials
 
 pytest.importorskip("starlette", reason="the dashboard extra is not installed: pip install -e '.[dashboard]'")
 pytest.importorskip("uvicorn", reason="the dashboard extra is not installed")
@@ -115,6 +114,7 @@ def test_missing_extra_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "missing: plotly" in err and "pip install 'rznas[dashboard]'" in err
 
 
+@pytest.mark.slow
 def test_page_follows_a_live_search_in_headless_chromium(tmp_path):
     chromium = require_browser()
     from playwright.sync_api import sync_playwright

@@ -23,6 +23,14 @@ function cells(tr, values) {
   values.forEach(([value, cls]) => tr.appendChild(el("td", value, cls)));
   return tr;
 }
+const NOTE_CHARS = 160;  // the trials table shows the start of a reflection note; the whole note is its tooltip
+function noteCell(td, note) {
+  if (note && note.length > NOTE_CHARS) {
+    td.textContent = note.slice(0, NOTE_CHARS) + "…";
+    td.title = note;
+  }
+  return td;
+}
 async function getJSON(url) {
   const response = await fetch(url, { cache: "no-store" });
   const body = await response.json();
@@ -92,8 +100,9 @@ function renderTables(data) {
   fillRows("trials", [...data.trials].reverse(), (t) => {
     const tr = cells(el("tr", undefined, `state-${t.state}`), [
       [t.number], [t.iteration], [t.state], [num(t.score), "num"], [t.encoded, "code"],
-      [t.parent_number ?? "-"], [t.reason], [t.reflection ?? ""], [t.total_s === null ? "-" : num(t.total_s, 3), "num"],
+      [t.parent_number ?? "-"], [t.reason], [t.reflection ?? "", "note"], [t.total_s === null ? "-" : num(t.total_s, 3), "num"],
     ]);
+    noteCell(tr.children[7], t.reflection);
     tr.dataset.trial = t.number;
     return tr;
   });
