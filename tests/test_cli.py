@@ -47,7 +47,8 @@ def test_score_json_lines_from_an_arch_file(tmp_path, capsys):
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["arch"], r["proxy"]) for r in rows] == [(A, "params"), (A, "grad_norm"), (B, "params"), (B, "grad_norm")]
-    assert all(set(r) == {"arch", "proxy", "score", "seconds"} for r in rows)
+    assert [set(r) for r in rows[:2]] == [{"arch", "proxy", "score", "seconds", "unit"}, {"arch", "proxy", "score", "seconds"}]
+    assert rows[0]["unit"] == "M"  # raw numbers in JSON, the unit beside them
     assert rows[0]["score"] == pytest.approx(params_of(A))
     assert rows[2]["score"] == pytest.approx(params_of(B))
     assert rows[1]["score"] > 0 and rows[1]["seconds"] >= 0
@@ -70,6 +71,32 @@ def test_score_table_on_real_cifar10(capsys):
     assert code == 0
     assert "probe: cifar10:train" in out
     assert out.count(A) == 2 and "naswot" in out
+
+
+def test_score_table_labels_units_and_counts_flops_at_the_native_resolution(capsys):
+    """The 400M-FLOPs MobileNet example: the flops proxy at the 32-px probe is labelled as such and
+    the size line counts at 224 px for 1000 classes, as the mobilenet budgets do."""
+    space = get_space("mobilenet")
+    arch = space.describe().example
+    assert main(["score", "--space", "mobilenet", "--proxy", "params,flops", "--arch", arch, "--data", "gaussian",
+                 "--batch-size", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# probe: gaussian (32x32 px, 10 classes)")
+    params_row = next(line for line in lines if line.startswith("params "))
+    flops_row = next(line for line in lines if line.startswith("flops "))
+    assert " M " in params_row and "MFLOPs @32px" in flops_row
+    size = next(line for line in lines if "size:" in line).split("size:")[1].strip()
+    expected = space.count_flops(space.decode(arch), resolution=224, num_classes=1000)
+    assert 390e6 < expected < 410e6
+    assert size == (f"params {space.count_params(space.decode(arch), num_classes=1000) / 1e6:.4g} M, "
+                    f"flops {expected / 1e6:.4g} MFLOPs @224px, 1000 classes")
+
+
+def test_score_json_keeps_raw_numbers_with_their_unit_and_resolution(capsys):
+    assert main(["score", "--proxy", "flops", "--arch", A, "--data", "gaussian", "--batch-size", "2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["unit"] == "MFLOPs" and row["resolution_px"] == 32
+    assert isinstance(row["score"], float) and row["score"] > 1  # millions, unrounded
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from scipy import stats
 from .. import __version__
 from ..arch import Architecture
 from ..data.paths import PathLike
-from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe
+from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe, parse_data_spec
 from ..errors import ConfigError, DataError
 from ..proxies import Proxy, ProxyResult, evaluate, get_proxy
 from ..registry import Registry
@@ -138,7 +138,7 @@ def choose_probe_data(dataset: str, requested: str | None, *, data_dir: PathLike
     images cannot be loaded locally (ImageNet16-120 always, CIFAR-100 when absent).
     """
     if requested is not None:
-        PROBE_SOURCES.get(requested)  # UnknownName with "did you mean" for typos
+        parse_data_spec(requested)  # UnknownName with "did you mean" for typos; folder:/npz: need a path
         return requested
     if dataset not in PROBE_SOURCES:
         raise ConfigError(

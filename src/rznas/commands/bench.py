@@ -50,7 +50,7 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample, probe and weights (default: 0)")
     parser.add_argument(
         "--probe-data",
-        help="images fed to the networks: cifar10, cifar100 or gaussian "
+        help="images fed to the networks: cifar10, cifar100, gaussian, folder:PATH or npz:PATH "
         "(default: the dataset itself when its images are available)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="probe batch size (default: 64)")

@@ -5,9 +5,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import COMMANDS
 from ..errors import ConfigError, InvalidArchitecture, ProxyError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..arch import Architecture
+    from ..proxies import Proxy
+    from ..spaces import SearchSpace
 
 
 def parse_names(text: str) -> list[str]:
@@ -30,7 +36,9 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     which.add_argument("--arch", help="one architecture in the space's string encoding")
     which.add_argument("--arch-file", type=Path, help="a file with one architecture per line (# comments allowed)")
     parser.add_argument(
-        "--data", default="cifar10", help="probe data: cifar10, cifar100 or gaussian (default: cifar10)"
+        "--data", default="cifar10",
+        help="probe data: cifar10 (default), cifar100, gaussian, folder:PATH (class sub-folders of PNG/JPEG "
+        "images) or npz:PATH (x/y arrays); the class count comes from the data",
     )
     parser.add_argument("--data-dir", help="data root (default: $RZNAS_DATA_DIR)")
     parser.add_argument("--batch-size", type=int, default=64, help="probe batch size (default: 64)")
@@ -38,6 +46,32 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     parser.add_argument("--json", action="store_true", help="one JSON object per (arch, proxy) line")
     parser.set_defaults(func=run)
     return parser
+
+
+def score_unit(proxy: "Proxy", resolution: int) -> str:
+    """The printed unit of a proxy's score, e.g. "M" or "MFLOPs @32px" ("-" for a unitless score)."""
+    unit = proxy.unit or "-"
+    return f"{unit} @{resolution}px" if proxy.at_probe_resolution else unit
+
+
+def format_flops(flops: float) -> str:
+    """Multiply-adds with a unit: 400.1 MFLOPs, 18.8 GFLOPs (FLOPs = multiply-adds, as NB201 counts them)."""
+    return f"{flops / 1e9:.4g} GFLOPs" if flops >= 1e9 else f"{flops / 1e6:.4g} MFLOPs"
+
+
+def describe_size(space: "SearchSpace", arch: "Architecture", num_classes: int) -> str:
+    """Params and FLOPs as the budgets count them: at the space's native resolution, with units."""
+    import torch
+
+    from ..search.budget import measure_size
+
+    def build() -> "torch.nn.Module":
+        with torch.random.fork_rng(devices=[]):  # the counts need no particular weights
+            return space.build(arch, num_classes=num_classes)
+
+    size = measure_size(space, arch, build, num_classes=num_classes)
+    classes = f", {size.num_classes} classes" if size.num_classes not in (None, num_classes) else ""
+    return f"params {size.params / 1e6:.4g} M, flops {format_flops(size.flops)} @{size.resolution}px{classes}"
 
 
 def read_arch_lines(path: Path) -> list[tuple[int, str]]:
@@ -83,25 +117,36 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     num_classes = probe.num_classes  # the data set's class count (10 for gaussian)
+    units = {proxy.name: score_unit(proxy, probe.resolution) for proxy in proxies}
     failed = 0
     if not args.json:
-        print(f"# probe: {probe.source}, batch size {probe.batch_size}, seed {args.seed}")
-        print(f"{'proxy':12s} {'score':>16s} {'seconds':>9s}  arch")
+        print(
+            f"# probe: {probe.source} ({probe.resolution}x{probe.resolution} px, {probe.num_classes} classes), "
+            f"batch size {probe.batch_size}, seed {args.seed}"
+        )
+        print(f"{'proxy':12s} {'score':>16s} {'unit':14s} {'seconds':>9s}  arch")
     for arch in archs:
         scored = score_architecture(space, arch, probe, proxies, seed=args.seed, num_classes=num_classes)
         text = space.encode(arch)
-        for name, result in scored.results.items():
+        for proxy in proxies:
+            name, result = proxy.name, scored.results[proxy.name]
             failed += not result.ok
             if args.json:
                 row = {"arch": text, "proxy": name, "score": result.value, "seconds": result.seconds}
+                if proxy.unit:
+                    row["unit"] = proxy.unit
+                if proxy.at_probe_resolution:
+                    row["resolution_px"] = probe.resolution
                 if not result.ok:
                     row["error"] = result.error
                 print(json.dumps(row))
             else:
                 value = f"{result.value:16.6g}" if result.ok else f"{'FAILED':>16s}"
-                print(f"{name:12s} {value} {result.seconds:9.4f}  {text}")
+                print(f"{name:12s} {value} {units[name]:14s} {result.seconds:9.4f} s  {text}")
                 if not result.ok:
                     print(f"{'':12s} error: {result.error}")
+        if not args.json:
+            print(f"{'':12s} size: {describe_size(space, arch, num_classes)}")
     if failed:
         print(f"rznas: {failed} score(s) failed", file=sys.stderr)
         return ProxyError.exit_code

@@ -73,7 +73,7 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     what.add_argument("--score-seed", type=int, default=s, metavar="S",
                       help="seed of the probe sample and the scored weights, as `rznas score --seed` (default 0)")
     what.add_argument("--selection", default=s, help="parent selection: uniform (default), best, tournament")
-    what.add_argument("--data", default=s, help="probe data: gaussian (default), cifar10, cifar100")
+    what.add_argument("--data", default=s, help="probe data: gaussian (default), cifar10, cifar100, folder:PATH or npz:PATH (your images)")
     what.add_argument("--data-dir", default=s, metavar="DIR", help="data folder (else $RZNAS_DATA_DIR)")
     what.add_argument("--nb201", default=s, metavar="PATH", help="NB201 ground truth for the final report")
     what.add_argument("--max-params", type=float, default=s, metavar="P", help="parameter budget (count)")

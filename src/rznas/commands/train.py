@@ -1,4 +1,4 @@
-"""`rznas train`: train an architecture on CIFAR-10/100 with a registered recipe."""
+"""`rznas train`: train an architecture on CIFAR-10/100 or the user's images with a registered recipe."""
 from __future__ import annotations
 
 import argparse
@@ -30,11 +30,16 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
 
     parser = subparsers.add_parser(
         "train",
-        help="train an architecture on CIFAR-10/100",
+        help="train an architecture on CIFAR-10/100 or your own images",
         description="Train an architecture with a registered recipe; checkpoints every epoch and resumes.",
     )
     add_arch_arguments(parser)
-    parser.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
+    parser.add_argument(
+        "--data", "--dataset", dest="dataset", default="cifar10", metavar="DATA",
+        help="cifar10 (default), cifar100, folder:PATH (class sub-folders of PNG/JPEG; train/ and test/ "
+        "sub-folders, else 10%% held out) or npz:PATH (x/y arrays, x_test/y_test optional); "
+        "append ?norm=cifar10|cifar100|imagenet|none to replace the data's own mean/std",
+    )
     parser.add_argument("--data-dir", help="data root (default: $RZNAS_DATA_DIR)")
     parser.add_argument("--recipe", choices=RECIPES.names(), help="default: darts for DARTS cells, zen for macro spaces")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
@@ -68,14 +73,14 @@ def parse_space_options(items: list[str]) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import cifar_train_data, default_recipe, load_architecture, train_architecture
+    from ..training import default_recipe, load_architecture, load_train_data, train_architecture
     from ..training.recipes import RECIPES
 
     arch = load_architecture(space_name=args.space, arch_text=args.arch, arch_file=args.arch_file,
                              arch_json=args.arch_json)
     recipe = RECIPES.get(args.recipe) if args.recipe else default_recipe(arch.space)
     recipe = recipe.with_overrides(epochs=args.epochs, batch_size=args.batch_size)
-    data = cifar_train_data(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
+    data = load_train_data(args.dataset, data_dir=args.data_dir, train_subset=args.train_subset,
                             test_subset=args.test_subset, seed=args.seed)
     out = Path(args.out)
     print(f"rznas train: {arch.space} {arch.id}, recipe {recipe.name} ({recipe.epochs} epochs, "

@@ -12,7 +12,7 @@ import functools
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -157,7 +157,15 @@ def _load_split_cached(folder: str, dataset: str, split: str) -> tuple[torch.Ten
     return torch.from_numpy(images), torch.from_numpy(labels), tuple(present)
 
 
-def normalize(images: torch.Tensor, spec: CifarSpec) -> torch.Tensor:
+class Normalization(Protocol):
+    """What normalising a data set needs (a CifarSpec, or the user's data's ImageStats)."""
+
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def normalize(images: torch.Tensor, spec: Normalization) -> torch.Tensor:
     """uint8 (or 0..255 float) NCHW images -> float32, scaled to [0, 1] and standardised."""
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -165,14 +173,21 @@ def normalize(images: torch.Tensor, spec: CifarSpec) -> torch.Tensor:
 
 
 class CifarDataset:
-    """One split of CIFAR-10/100 in memory: uint8 images, int64 labels, normalised on access.
+    """One split of CIFAR-10/100 (or the user's images) in memory: uint8 images, int64 labels,
+    normalised on access.
 
     ``images`` and ``labels`` may be shared with other loads of the same files; do not
     modify them in place.
     """
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, spec: CifarSpec, source: str, files: tuple[str, ...] = ()
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        spec: Normalization,
+        source: str,
+        files: tuple[str, ...] = (),
+        classes: tuple[str, ...] = (),
     ):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise DataError(f"CIFAR images must be uint8 N x 3 x H x W, got {images.dtype} {tuple(images.shape)}")
@@ -183,6 +198,7 @@ class CifarDataset:
         self.spec = spec
         self.source = source
         self.files = files  # the batch files that were read
+        self.classes = classes  # class names, when the data names them (the user's folders)
 
     @property
     def num_classes(self) -> int:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..registry import Registry
 from .paths import PathLike
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .cifar import CifarDataset
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +74,24 @@ def gaussian_probe(
 
 ProbeFactory = Callable[..., ProbeBatch]
 PROBE_SOURCES: Registry[ProbeFactory] = Registry("probe data")
+#: sources whose spec carries a location after the colon ("folder:PATH", "npz:PATH")
+WITH_ARGUMENT = ("folder", "npz")
+
+
+def parse_data_spec(spec: str) -> tuple[str, str | None]:
+    """``"cifar10"`` -> ("cifar10", None); ``"folder:PATH"`` -> ("folder", "PATH"); checks the kind.
+
+    Raises UnknownName for an unknown kind and ConfigError for a missing or unexpected argument.
+    """
+    kind, sep, argument = str(spec).partition(":")
+    PROBE_SOURCES.get(kind)  # UnknownName with "did you mean"
+    if kind in WITH_ARGUMENT:
+        if not sep or not argument:
+            raise ConfigError(f"data {kind!r} needs a path: {kind}:PATH")
+        return kind, argument
+    if sep:
+        raise ConfigError(f"data {kind!r} takes no argument, got {spec!r}")
+    return kind, None
 
 
 def make_probe(
@@ -83,7 +104,8 @@ def make_probe(
     resolution: int | None = None,
     num_classes: int | None = None,
 ) -> ProbeBatch:
-    """A seeded probe batch from ``dataset`` ("gaussian", "cifar10", "cifar100").
+    """A seeded probe batch from ``dataset``: "gaussian", "cifar10", "cifar100", or the user's
+    images "folder:PATH" / "npz:PATH" (see :mod:`rznas.data.user`).
 
     ``resolution`` resizes real images (average pooling, e.g. 32 -> 16 for an
     ImageNet16-120 network) and ``num_classes`` is the network's class count; the
@@ -93,10 +115,29 @@ def make_probe(
         raise ConfigError(f"probe batch size and chunk count must be positive, got {batch_size} and {chunks}")
     if resolution is not None and resolution < 1:
         raise ConfigError(f"probe resolution must be positive, got {resolution}")
-    factory = PROBE_SOURCES.get(dataset)
+    kind, argument = parse_data_spec(dataset)
+    factory = PROBE_SOURCES.get(kind)
+    options = {"argument": argument} if argument is not None else {}
     return factory(
-        data_dir=data_dir, batch_size=batch_size, chunks=chunks, seed=seed, resolution=resolution, num_classes=num_classes
+        data_dir=data_dir,
+        batch_size=batch_size,
+        chunks=chunks,
+        seed=seed,
+        resolution=resolution,
+        num_classes=num_classes,
+        **options,
     )
+
+
+def data_fingerprint(dataset: str) -> str | None:
+    """A content digest of the user's data ("folder:"/"npz:"), None for the built-in sources
+    (whose identity is their name): the score cache keys on what the images are, not where."""
+    kind, argument = parse_data_spec(dataset)
+    if argument is None:
+        return None
+    from .user import UserDataSpec, fingerprint
+
+    return fingerprint(UserDataSpec.parse(kind, argument))
 
 
 @PROBE_SOURCES.register("gaussian")
@@ -109,6 +150,27 @@ def _gaussian_source(
     )
 
 
+def _sample_probe(
+    data: "CifarDataset", name: str, *, batch_size: int, chunks: int, seed: int, resolution: int | None,
+    num_classes: int | None,
+) -> ProbeBatch:
+    """A seeded random sample of ``data`` (a CIFAR or user dataset), resized to ``resolution``."""
+    n = batch_size * chunks
+    if n > len(data):
+        raise ConfigError(f"a probe of {chunks} x {batch_size} images needs {n} images; {name} has {len(data)}")
+    classes = num_classes or data.num_classes
+    if classes < data.num_classes:
+        raise ConfigError(f"{name} has {data.num_classes} classes; a network with {classes} outputs cannot score it")
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(len(data), generator=generator)[:n]
+    inputs, targets = data.tensors(indices)
+    source = data.source
+    if resolution is not None and resolution != inputs.shape[-1]:
+        inputs = F.adaptive_avg_pool2d(inputs, resolution)
+        source = f"{source}@{resolution}px"
+    return ProbeBatch(inputs.contiguous(), targets, classes, batch_size, source)
+
+
 def _cifar_source(name: str) -> ProbeFactory:
     def factory(
         *, data_dir: PathLike | None, batch_size: int, chunks: int, seed: int, resolution: int | None, num_classes: int | None
@@ -116,20 +178,9 @@ def _cifar_source(name: str) -> ProbeFactory:
         from .cifar import load_cifar
 
         data = load_cifar(name, data_dir=data_dir, split="train")
-        n = batch_size * chunks
-        if n > len(data):
-            raise ConfigError(f"a probe of {chunks} x {batch_size} images needs {n} images; {name} has {len(data)}")
-        classes = num_classes or data.num_classes
-        if classes < data.num_classes:
-            raise ConfigError(f"{name} has {data.num_classes} classes; a network with {classes} outputs cannot score it")
-        generator = torch.Generator().manual_seed(seed)
-        indices = torch.randperm(len(data), generator=generator)[:n]
-        inputs, targets = data.tensors(indices)
-        source = data.source
-        if resolution is not None and resolution != inputs.shape[-1]:
-            inputs = F.adaptive_avg_pool2d(inputs, resolution)
-            source = f"{source}@{resolution}px"
-        return ProbeBatch(inputs.contiguous(), targets, classes, batch_size, source)
+        return _sample_probe(
+            data, name, batch_size=batch_size, chunks=chunks, seed=seed, resolution=resolution, num_classes=num_classes
+        )
 
     factory.__doc__ = f"A seeded random sample of {name} training images with their labels."
     return factory
@@ -137,3 +188,26 @@ def _cifar_source(name: str) -> ProbeFactory:
 
 for _name in ("cifar10", "cifar100"):
     PROBE_SOURCES.register(_name)(_cifar_source(_name))
+
+
+def _user_source(kind: str) -> ProbeFactory:
+    def factory(
+        *, argument: str, data_dir: PathLike | None, batch_size: int, chunks: int, seed: int, resolution: int | None,
+        num_classes: int | None,
+    ) -> ProbeBatch:
+        from .user import UserDataSpec, load_user_data
+
+        spec = UserDataSpec.parse(kind, argument)
+        data = load_user_data(spec, "train")
+        return _sample_probe(
+            data, spec.label, batch_size=batch_size, chunks=chunks, seed=seed, resolution=resolution,
+            num_classes=num_classes,
+        )
+
+    what = "class sub-folders of PNG/JPEG images" if kind == "folder" else "an .npz with x/y arrays"
+    factory.__doc__ = f"A seeded random sample of the user's images ({kind}:PATH, {what}); data_dir is not used."
+    return factory
+
+
+for _name in WITH_ARGUMENT:
+    PROBE_SOURCES.register(_name)(_user_source(_name))

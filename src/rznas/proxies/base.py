@@ -62,6 +62,10 @@ class Proxy(ABC):
     requirements: ClassVar[dict[int, frozenset[str]]] = {}
     #: one-line statement of the sign convention (documented in `rznas list proxies`)
     convention: ClassVar[str] = ""
+    #: unit of the score as printed ("" = a unitless score); e.g. "M" (millions of parameters)
+    unit: ClassVar[str] = ""
+    #: whether the score depends on the probe's image size (printed as "@32px")
+    at_probe_resolution: ClassVar[bool] = False
 
     @abstractmethod
     def compute(self, ctx: "ScoringContext") -> float:

@@ -36,6 +36,7 @@ class Params(Proxy):
     name = "params"
     needs_data = False
     convention = "parameters (millions); larger = better (the classic size baseline)"
+    unit = "M"
 
     def compute(self, ctx: ScoringContext) -> float:
         return count_parameters(ctx.original) / 1e6
@@ -47,7 +48,9 @@ class Flops(Proxy):
 
     name = "flops"
     needs_data = False
-    convention = "multiply-adds per image (millions); larger = better"
+    convention = "multiply-adds per image (millions) at the probe's resolution; larger = better"
+    unit = "MFLOPs"  # multiply-adds, the NB201 / Zen-NAS convention
+    at_probe_resolution = True
 
     def compute(self, ctx: ScoringContext) -> float:
         return count_macs(ctx.copy_model(), ctx.batch.resolution) / 1e6

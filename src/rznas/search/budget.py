@@ -81,6 +81,37 @@ def _space_budget(space: Any) -> Any:
     return own if own is not None and callable(getattr(space, "check_budget", None)) else None
 
 
+def counting_classes(space: Any, num_classes: int | None) -> dict[str, Any]:
+    """Class count to count params/FLOPs for: the task the space's budget names (mobilenet:
+    1000 ImageNet classes), else ``num_classes`` of the network that is built."""
+    own = _space_budget(space)
+    if own is not None and getattr(own, "num_classes", None):
+        return {"num_classes": own.num_classes}
+    return {} if num_classes is None else {"num_classes": num_classes}
+
+
+@dataclass(frozen=True)
+class Size:
+    """Parameters and FLOPs (multiply-adds of one image) of one network, as the budgets count them."""
+
+    params: float
+    flops: float
+    resolution: int  # FLOPs are counted at this input size (the space's native resolution)
+    num_classes: int | None  # the classifier the counts include (None: the space's default)
+
+
+def measure_size(space: SearchSpace, arch: Architecture, build: ModelFactory, *, num_classes: int | None = None) -> Size:
+    """Params and FLOPs of ``arch`` exactly as a :class:`BudgetChecker` measures them: the space's
+    analytic counters where it has them, else the built network, at the native resolution."""
+    resolution = flops_resolution(space, Budget())
+    classes = counting_classes(space, num_classes)
+    params_of = getattr(space, "count_params", None)
+    flops_of = getattr(space, "count_flops", None)
+    params = float(params_of(arch, **classes)) if params_of else float(count_parameters(build()))
+    flops = float(flops_of(arch, resolution=resolution, **classes)) if flops_of else float(count_macs(build(), resolution))
+    return Size(params, flops, resolution, classes.get("num_classes"))
+
+
 class BudgetChecker:
     """Measures a candidate against a :class:`Budget` and the space's own budget, cheapest first."""
 
@@ -91,9 +122,7 @@ class BudgetChecker:
         self.resolution = res = flops_resolution(space, budget)
         # counts for the task the space's budget names (mobilenet: 1000 ImageNet classes),
         # else for the network the search builds (``num_classes`` of its probe)
-        classes: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
-        if self.space_budget is not None and getattr(self.space_budget, "num_classes", None):
-            classes = {"num_classes": self.space_budget.num_classes}
+        classes = counting_classes(space, num_classes)
         checks: list[_Check] = []
         if budget.max_layers is not None:
             counter = getattr(space, "count_layers", None)

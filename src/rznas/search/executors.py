@@ -78,9 +78,15 @@ class ProbeSpec:
         )
 
     def key(self) -> dict[str, Any]:
-        """The identity of the probe data for caching (the folder it was read from excluded)."""
+        """The identity of the probe data for caching (the folder it was read from excluded;
+        the user's own data is identified by a digest of its content, not by its path)."""
+        from ..data.probe import data_fingerprint
+
         data = dataclasses.asdict(self)
         data.pop("data_dir")
+        content = data_fingerprint(self.dataset)
+        if content is not None:
+            data["content"] = content
         return data
 
 

@@ -1,4 +1,5 @@
-"""What the training loop reads: epochs of (inputs, targets) batches, from CIFAR or tensors."""
+"""What the training loop reads: epochs of (inputs, targets) batches, from CIFAR, the user's
+images (``folder:PATH`` / ``npz:PATH``) or tensors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,7 @@ import torch
 
 from ..data.cifar import CifarDataset, load_cifar
 from ..data.paths import PathLike
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -28,6 +29,12 @@ class TrainData(Protocol):
         """The test set in a fixed order, unaugmented."""
 
 
+def _take(dataset: CifarDataset, index: torch.Tensor, source: str) -> CifarDataset:
+    return CifarDataset(
+        dataset.images[index], dataset.labels[index], dataset.spec, source, dataset.files, dataset.classes
+    )
+
+
 def _subset(dataset: CifarDataset, size: int | None, seed: int) -> CifarDataset:
     if size is None:
         return dataset
@@ -37,7 +44,7 @@ def _subset(dataset: CifarDataset, size: int | None, seed: int) -> CifarDataset:
         return dataset
     index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
     index = index.sort().values
-    return CifarDataset(dataset.images[index], dataset.labels[index], dataset.spec, f"{dataset.source}[{size}]")
+    return _take(dataset, index, f"{dataset.source}[{size}]")
 
 
 @dataclass
@@ -82,6 +89,60 @@ def cifar_train_data(
     train = _subset(load_cifar(dataset, data_dir=data_dir, split="train"), train_subset, seed)
     test = _subset(load_cifar(dataset, data_dir=data_dir, split="test"), test_subset, seed + 1)
     return CifarTrainData(train, test)
+
+
+#: share of the user's images held out for testing when the data has no test split
+HOLDOUT_FRACTION = 0.1
+
+
+def user_train_data(
+    spec: str,
+    *,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+) -> CifarTrainData:
+    """The user's images for training: their own test split (a ``test``/``val`` sub-folder, or
+    ``x_test``/``y_test`` in the npz) when present, else a seeded hold-out of
+    :data:`HOLDOUT_FRACTION`, named in the data's description (printed by ``rznas train``)."""
+    from ..data.probe import parse_data_spec
+    from ..data.user import UserDataSpec, has_test_split, load_user_data
+
+    kind, argument = parse_data_spec(spec)
+    if argument is None:
+        raise ConfigError(f"{spec!r} is not the user's data (folder:PATH or npz:PATH)")
+    user = UserDataSpec.parse(kind, argument)
+    train = load_user_data(user, "train")
+    if has_test_split(user):
+        test = load_user_data(user, "test", stats=train.spec)  # type: ignore[arg-type]
+    else:
+        held = max(1, round(HOLDOUT_FRACTION * len(train)))
+        if held >= len(train):
+            raise DataError(f"{user.label} has {len(train)} image(s): too few to hold out a test split")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 2))
+        percent = f"{HOLDOUT_FRACTION:.0%}"
+        test = _take(train, order[:held].sort().values, f"{train.source} held-out {percent} (seed {seed})")
+        train = _take(train, order[held:].sort().values, f"{train.source} minus held-out {percent}")
+    return CifarTrainData(_subset(train, train_subset, seed), _subset(test, test_subset, seed + 1))
+
+
+def load_train_data(
+    data: str,
+    *,
+    data_dir: PathLike | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+) -> CifarTrainData:
+    """Training data named like probe data: ``cifar10``, ``cifar100``, ``folder:PATH``, ``npz:PATH``."""
+    from ..data.probe import parse_data_spec
+
+    kind, argument = parse_data_spec(data)
+    if argument is not None:
+        return user_train_data(data, train_subset=train_subset, test_subset=test_subset, seed=seed)
+    if kind not in ("cifar10", "cifar100"):
+        raise ConfigError(f"rznas train needs labelled images: cifar10, cifar100, folder:PATH or npz:PATH, not {data!r}")
+    return cifar_train_data(kind, data_dir=data_dir, train_subset=train_subset, test_subset=test_subset, seed=seed)
 
 
 @dataclass
