@@ -22,6 +22,10 @@ class DataError(ConfigError):
     """A data set or benchmark table is missing or malformed."""
 
 
+class PluginError(ConfigError):
+    """An installed plug-in (an ``rznas.spaces`` / ``rznas.proxies`` entry point) is broken."""
+
+
 class InvalidArchitecture(RznasError):
     """An architecture that does not belong to its search space."""
 

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from typing import TYPE_CHECKING
+
 from . import COMMANDS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..registry import Registry
 
 
 @COMMANDS.register("list")
@@ -14,16 +19,27 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     return parser
 
 
+def _origin(registry: "Registry[object]", name: str) -> str:
+    """" [plug-in: DIST VERSION]" for entries that installed packages added, else ""."""
+    origin = registry.plugins.get(name)
+    return f"  [plug-in: {origin.distribution} {origin.version}]" if origin is not None else ""
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else "(undocumented)"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.what == "spaces":
-        from ..spaces import SPACES, get_space
+        from ..spaces import SPACES
 
         for name in SPACES.names():
-            print(f"{name:12s} {(get_space(name).__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:12s} {_first_line(SPACES.get(name).__doc__)}{_origin(SPACES, name)}")
     else:
         from ..proxies import PROXIES
 
         for name in PROXIES.names():
             proxy = PROXIES.get(name)
-            print(f"{name:12s} {proxy.convention}")
+            print(f"{name:12s} {proxy.convention}{_origin(PROXIES, name)}")
     return 0

@@ -76,7 +76,17 @@ class Proxy(ABC):
         return score_model(model, batch, [self], seed=seed)[self.name].value
 
 
-PROXIES: Registry[type[Proxy]] = Registry("proxy")
+def check_proxy_plugin(name: str, obj: object) -> None:
+    """A plug-in proxy is a Proxy subclass whose ``name`` is its entry point's name."""
+    if not (isinstance(obj, type) and issubclass(obj, Proxy)):
+        raise TypeError(f"{obj!r} does not subclass rznas.proxies.Proxy")
+    if getattr(obj, "name", None) != name:
+        raise ValueError(f"its name attribute is {getattr(obj, 'name', None)!r}; it must equal the entry point name {name!r}")
+
+
+#: built-in proxies register by decorator; installed packages add theirs through the entry-point
+#: group ``rznas.proxies`` (``name = "package.module:ProxyClass"``), loaded on first lookup
+PROXIES: Registry[type[Proxy]] = Registry("proxy", entry_points="rznas.proxies", check=check_proxy_plugin)
 
 
 def get_proxy(name: str) -> Proxy:

@@ -123,8 +123,21 @@ _INFRASTRUCTURE = {Proxy, ScoringContext}
 _STAT_HELPERS = {proxy_base.FISHER: proxy_base._fisher_hook, proxy_base.RELU_CODES: proxy_base._relu_code_hook}
 
 
-def _referenced(obj: Any) -> list[Any]:
-    """Functions/classes of rznas.proxies that the source of ``obj`` names, in order."""
+def _code_packages(proxy: Proxy) -> tuple[str, ...]:
+    """Module prefixes whose helpers belong to a proxy's code: rznas.proxies, and a plug-in's own package."""
+    module = type(proxy).__module__
+    if module == "rznas" or module.startswith("rznas."):
+        return ("rznas.proxies",)
+    return ("rznas.proxies", module.split(".")[0])
+
+
+def _in_packages(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _referenced(obj: Any, packages: tuple[str, ...] = ("rznas.proxies",)) -> list[Any]:
+    """Functions/classes of ``packages`` (rznas.proxies, a plug-in's package) that the source of
+    ``obj`` names, in order."""
     source = textwrap.dedent(inspect.getsource(obj))
     module = inspect.getmodule(obj)
     namespace = vars(module) if module else {}
@@ -134,7 +147,7 @@ def _referenced(obj: Any) -> list[Any]:
             target = namespace[node.id]
             if (
                 (inspect.isfunction(target) or inspect.isclass(target))
-                and getattr(target, "__module__", "").startswith("rznas.proxies")
+                and _in_packages(getattr(target, "__module__", ""), packages)
                 and target not in _INFRASTRUCTURE
                 and target is not obj
                 and target not in found
@@ -145,7 +158,9 @@ def _referenced(obj: Any) -> list[Any]:
 
 def proxy_source(proxy: Proxy) -> str:
     """The scoring code of ``proxy``: its class, the shared gradient pass when it uses one,
-    and every rznas.proxies helper they call, read from the installed source."""
+    and every rznas.proxies helper they call (a plug-in's: its own package's too), read from the
+    installed source."""
+    packages = _code_packages(proxy)
     roots: list[Any] = [type(proxy)]
     needed = set().union(*proxy.requirements.values()) if proxy.requirements else set()
     if needed:
@@ -158,7 +173,7 @@ def proxy_source(proxy: Proxy) -> str:
         if obj in ordered:
             continue
         ordered.append(obj)
-        queue.extend(o for o in _referenced(obj) if o not in ordered and o not in queue and o not in skip)
+        queue.extend(o for o in _referenced(obj, packages) if o not in ordered and o not in queue and o not in skip)
     parts = []
     for obj in ordered:
         source = textwrap.dedent(inspect.getsource(obj)).rstrip()

@@ -79,7 +79,22 @@ class SearchSpace(ABC):
             raise InvalidArchitecture(f"architecture belongs to space {arch.space!r}, not {self.name!r}")
 
 
-SPACES: Registry[Callable[..., SearchSpace]] = Registry("search space")
+def check_space_plugin(name: str, obj: Any) -> None:
+    """A plug-in space is a SearchSpace subclass named like its entry point (or a factory of one)."""
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is neither a SearchSpace subclass nor a factory")
+    if inspect.isclass(obj):
+        if not issubclass(obj, SearchSpace):
+            raise TypeError(f"{obj.__module__}.{obj.__qualname__} does not subclass rznas.spaces.SearchSpace")
+        if obj.name != name:
+            raise ValueError(f"its name attribute is {obj.name!r}; it must equal the entry point name {name!r}")
+
+
+#: built-in spaces register by decorator; installed packages add theirs through the entry-point
+#: group ``rznas.spaces`` (``name = "package.module:SpaceClass"``), loaded on first lookup
+SPACES: Registry[Callable[..., SearchSpace]] = Registry(
+    "search space", entry_points="rznas.spaces", check=check_space_plugin
+)
 
 
 def get_space(name: str, **options: Any) -> SearchSpace:
