@@ -110,6 +110,7 @@ def test_proxy_code_is_the_real_source(prompt):
 def test_every_registered_proxy_renders_a_prompt(name):
     prompt = MutationPrompt(get_space("nb201"), get_proxy(name))
     assert f'## Zero-cost proxy "{name}"' in prompt.system
+    assert f"class {PROXIES.get(name).__name__}(" in prompt.system  # the real code, plug-ins included
     assert len(prompt.system) < 20_000
 
 
