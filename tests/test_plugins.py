@@ -141,6 +141,7 @@ def run_python(args: list[str], *, extra_path: list[Path], cwd: Path = REPO_ROOT
     env = dict(os.environ)
     paths = [str(p) for p in extra_path] + [str(REPO_ROOT / "src")] + [env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is fastest on a shared 2-core machine
     return subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
