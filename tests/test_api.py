@@ -128,3 +128,10 @@ def test_listing_functions_and_names_survive_importing_the_subpackages():
 def test_import_rznas_does_not_import_torch():
     result = run_script(["-c", "import sys, rznas; print('torch' in sys.modules)"], REPO_ROOT)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def test_a_search_records_the_score_that_rznas_score_gives(tmp_path):
+    run = rznas.run_search("nb201", "synflow", proposer="random", population=3, iterations=1, batch_size=4,
+                           probe_chunks=2, score_cache="none", out=tmp_path / "run")
+    (again,) = rznas.score(run.best_encoded, "synflow", data="gaussian", batch_size=4, seed=run.config.score_seed)
+    assert again.value == run.best_score

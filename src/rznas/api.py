@@ -163,11 +163,13 @@ def score(
 
     ``archs`` are encodings (e.g. NB201 ``|nor_conv_3x3~0|+|...``) or Architecture objects;
     ``proxies`` a name, a comma-separated list or a list; ``data`` the probe data (``gaussian``,
-    ``cifar10``, ``cifar100``, ``folder:PATH``, ``npz:PATH``). A failed score is a Score with an
-    ``error``, never an exception, so one bad architecture does not lose the others.
+    ``cifar10``, ``cifar100``, ``folder:PATH``, ``npz:PATH``). ``seed`` seeds the probe sample and
+    the weights (a search's ``score_seed``: the same seed gives the score the search records for
+    the same probe). A failed score is a Score with an ``error``, never an exception, so one bad
+    architecture does not lose the others.
     """
-    from .benchmarks.correlation import chunks_needed, score_architecture
     from .commands.score import parse_names
+    from .scoring import chunks_needed, score_architecture
     from .data.probe import make_probe
     from .proxies import get_proxy
     from .spaces import get_space
