@@ -248,3 +248,14 @@ def test_train_uses_the_folder_s_own_test_split(tmp_path, cifar_test_images):
     assert data.test.spec is data.train.spec  # the test split is normalised with the train split's statistics
     probe = make_probe(f"folder:{tmp_path / 'd'}", batch_size=12, chunks=1)
     assert probe.num_classes == 3  # the probe reads the train split
+
+
+def test_decoding_a_large_folder_reports_progress(tmp_path, cifar_test_images, monkeypatch, capsys):
+    import rznas.data.user as user
+
+    images, labels = cifar_test_images
+    folder = write_folder(tmp_path / "many", images, labels)
+    monkeypatch.setattr(user, "PROGRESS_FROM", 10)  # 24 images count as many here
+    make_probe(f"folder:{folder}", batch_size=4, chunks=1)
+    err = capsys.readouterr().err
+    assert f"rznas: decoding 24 images from {folder} ..." in err and "done in" in err

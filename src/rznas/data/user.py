@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -117,6 +119,30 @@ def _split_folder(root: Path, split: str) -> Path:
     raise DataError(f"{root} has no test split (a {' or '.join(TEST_FOLDERS)} sub-folder of class folders)")
 
 
+#: folders with at least this many images report decoding progress on stderr
+PROGRESS_FROM = 2000
+
+
+class _Progress:
+    """A line on stderr every few seconds while a large folder is decoded."""
+
+    def __init__(self, what: str, total: int, every: float = 5.0):
+        self.what, self.total, self.every = what, total, every
+        self.count = 0
+        self.start = self.last = time.perf_counter()
+        print(f"rznas: {what} ...", file=sys.stderr, flush=True)
+
+    def step(self) -> None:
+        self.count += 1
+        now = time.perf_counter()
+        if now - self.last >= self.every:
+            self.last = now
+            print(f"rznas: {self.count}/{self.total} images decoded ({now - self.start:.0f} s)", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        print(f"rznas: {self.what}: done in {time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
+
+
 @READERS.register("folder")
 def read_folder(root: Path, split: str) -> RawImages:
     """Class sub-folders of PNG/JPEG images; labels are the sorted folder names' indices."""
@@ -129,11 +155,18 @@ def read_folder(root: Path, split: str) -> RawImages:
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     first: tuple[tuple[int, ...], Path] | None = None
-    for label, class_dir in enumerate(class_dirs):
+    per_class = []
+    for class_dir in class_dirs:
         files = sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"class folder {class_dir} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        per_class.append(files)
+    total = sum(len(files) for files in per_class)
+    report = _Progress(f"decoding {total} images from {folder}", total) if total >= PROGRESS_FROM else None
+    for label, files in enumerate(per_class):
         for file in files:
+            if report is not None:
+                report.step()
             array = _decode_image(file)
             if first is None:
                 first = (array.shape, file)
@@ -144,6 +177,8 @@ def read_folder(root: Path, split: str) -> RawImages:
                 )
             arrays.append(array)
             labels.append(label)
+    if report is not None:
+        report.done()
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return RawImages(images, torch.tensor(labels, dtype=torch.int64), tuple(p.name for p in class_dirs), str(folder))
 
