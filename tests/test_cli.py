@@ -204,3 +204,11 @@ def test_process_exit_codes():
     missing = run_cli("score", "--proxy", "params", "--arch", A)
     assert missing.returncode == 2 and "RZNAS_DATA_DIR" in missing.stderr
     assert "Traceback" not in unknown.stderr + malformed.stderr + missing.stderr
+
+
+def test_search_prints_the_best_score_with_its_proxy_and_unit(tmp_path, capsys):
+    argv = ["search", "--proxy", "params", "--proposer", "random", "--population", "2", "--iterations", "1",
+            "--score-cache", "none", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("proxy score:"))
+    assert line.endswith(")") and " M (params, trial " in line

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -190,6 +191,7 @@ def test_the_example_plugin_works_in_every_command_and_the_prompt(example_instal
     rows = [json.loads(line) for line in results["score"][1].splitlines()]
     assert [row["proxy"] for row in rows] == ["grad_l1", "grad_norm"] and rows[0]["score"] > 0
     assert "best architecture: " in results["search"][1] and (tmp_path / "run" / "best_arch.json").is_file()
+    assert re.search(r"^proxy score: \S+ \(grad_l1, trial \d+\)$", results["search"][1], flags=re.M)
     prompt = results["prompt"][1]
     assert "class GradL1(Proxy)" in prompt and "def total_abs" in prompt  # the plug-in's helper is shown too
     assert "class TinyChainNet" in prompt and "def make_op" in prompt

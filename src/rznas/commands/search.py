@@ -165,17 +165,27 @@ def run_command(args: argparse.Namespace) -> int:
         result = run.run()
     finally:
         run.close()
-    print_result(result)
+    print_result(result, proxy=run.config.proxy)
     return 0
 
 
-def print_result(result: Any) -> None:
+def _unit(proxy: str | None) -> str:
+    """" M" / " MFLOPs" for proxies with a unit, else "" (unitless scores, or a name that is not one proxy)."""
+    from ..proxies import PROXIES
+
+    if proxy is None or proxy not in PROXIES:
+        return ""
+    unit = PROXIES.get(proxy).unit
+    return f" {unit}" if unit else ""
+
+
+def print_result(result: Any, *, proxy: str | None = None) -> None:
     """The found architecture, its benchmark accuracy and where the files are (stdout)."""
     if result.best is None:
         print(f"no architecture was scored; see {result.run_dir}/trials.csv")
         return
     print(f"best architecture: {result.best_encoded}")
-    print(f"proxy score: {result.best.score:.6g} (trial {result.best.number})")
+    print(f"proxy score: {result.best.score:.6g}{_unit(proxy)} ({proxy + ', ' if proxy else ''}trial {result.best.number})")
     bench = result.benchmark
     if "skipped" in bench:
         print(f"benchmark: skipped ({bench['skipped']})")
