@@ -135,3 +135,25 @@ def test_a_search_records_the_score_that_rznas_score_gives(tmp_path):
                            probe_chunks=2, score_cache="none", out=tmp_path / "run")
     (again,) = rznas.score(run.best_encoded, "synflow", data="gaussian", batch_size=4, seed=run.config.score_seed)
     assert again.value == run.best_score
+
+
+def test_load_run_reads_a_live_then_sigkilled_run_without_writing_it(tmp_path):
+    import signal
+
+    from .live_search import POPULATION, committed_trials, start_slow_search, store_bytes, wait_for_trials
+
+    out = tmp_path / "killed"
+    process = start_slow_search(tmp_path, out, iterations=40, delay=0.1)
+    try:
+        wait_for_trials(process, out, POPULATION + 1)
+        live = rznas.load_run(out)
+        assert live.status == "running" and len(live.trials) >= POPULATION + 1
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    before = store_bytes(out)
+    killed = rznas.load_run(out)
+    assert killed.status == "interrupted" and "--resume" in killed.reason
+    assert len(killed.trials) == committed_trials(out) and killed.best is not None
+    assert killed.best_score == max(t.score for t in killed.complete_trials())
+    assert store_bytes(out) == before  # a reader never writes

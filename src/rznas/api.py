@@ -37,7 +37,7 @@ class Run:
 
     run_dir: Path
     config: "SearchConfig"
-    status: str  # running | finished | stopped | interrupted
+    status: str  # running | finished | stopped | interrupted (killed) | unknown
     reason: str
     trials: list["Trial"] = field(repr=False)
     llm_calls: list[dict[str, Any]] = field(repr=False)
@@ -68,28 +68,34 @@ class Run:
 
 
 def load_run(run_dir: PathLike) -> Run:
-    """Read the run in ``run_dir`` (finished, running or killed); never writes to it."""
+    """Read the run in ``run_dir`` (finished, running or killed) through the read-only
+    :class:`~rznas.run_reader.RunReader` of ``rznas runs``: it never writes to the store, and
+    a SIGKILLed run reads as ``interrupted``."""
+    from .report import best_trial
+    from .run_reader import RunReader
     from .search.config import SearchConfig
-    from .store import RunStore
 
-    store = RunStore.open(run_dir)
-    try:
-        config = SearchConfig.from_dict(store.config(), origin=f"{run_dir} config")
-        trials = store.trials()
-        complete = [t for t in trials if t.state.value == "complete" and t.score is not None]
-        best = max(complete, key=lambda t: (t.score, -t.number)) if complete else None
-        return Run(
-            run_dir=Path(run_dir),
-            config=config,
-            status=str(store.meta("status", "unknown")),
-            reason=str(store.meta("status_reason", "") or ""),
-            trials=trials,
-            llm_calls=store.llm_calls(),
-            usage=store.usage(),
-            best=best,
-        )
-    finally:
-        store.close()
+    with RunReader(run_dir) as reader:
+        with reader.snapshot():  # one committed state, even while the search commits trials
+            stored = reader.config()
+            trials = reader.trials()
+            rows = reader.trial_rows()
+            llm_calls = reader.llm_calls()
+            usage = reader.usage()
+            status = reader.status()
+    config = SearchConfig.from_dict(stored, origin=f"{run_dir} config")
+    best_row = best_trial(rows)
+    best = next(t for t in trials if t.number == best_row["number"]) if best_row else None
+    return Run(
+        run_dir=Path(run_dir),
+        config=config,
+        status=status.state,
+        reason=status.reason or "",
+        trials=trials,
+        llm_calls=llm_calls,
+        usage=usage,
+        best=best,
+    )
 
 
 # --- searching --------------------------------------------------------------------------------

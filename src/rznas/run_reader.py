@@ -15,12 +15,15 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote
 
 from .errors import ConfigError, DataError
 from .report import best_trial, population_series, token_summary
 from .store import DB_NAME, SCHEMA_VERSION, writer_alive
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .search.trial import Trial
 
 #: tables a final-selection stage may add to the store; the first one present is shown
 FINAL_SELECTION_TABLES = ("final_selection", "final_candidates", "selection_candidates")
@@ -84,6 +87,12 @@ class RunReader:
                 record[key] = json.loads(record[key])
             rows.append(record)
         return rows
+
+    def trials(self) -> list["Trial"]:
+        """Every committed trial as a :class:`~rznas.search.trial.Trial`, in order (the Python API's view)."""
+        from .store import _trial_from_row
+
+        return [_trial_from_row(row) for row in self.db.execute("SELECT * FROM trials ORDER BY number")]
 
     def llm_calls(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq")]
