@@ -474,7 +474,7 @@ def test_constrained_schema_is_sent_to_the_backend(tmp_path):
             seen.append(json_schema)
             return Completion(mutator_reply(messages), 10, 5, "spy")
 
-    config = small_config(iterations=2, constrain_arch="on")
+    config = small_config(iterations=2, constrain_arch="on", reply_format="arch")
     run = SearchRun.start(config, tmp_path / "run", client=Spy(), progress=Progress(enabled=False))
     run.run()
     run.close()

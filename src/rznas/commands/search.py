@@ -33,6 +33,7 @@ _VALUE_FLAGS = {
     "probe_resolution": "probe_resolution",
     "repair_attempts": "repair_attempts",
     "constrain_arch": "constrain_arch",
+    "reply_format": "reply_format",
     "executor": "executor",
     "workers": "workers",
     "ray_address": "ray_address",
@@ -97,6 +98,13 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
         choices=["auto", "on", "off"],
         default=s,
         help="grammar-constrain replies to the space's encoding (default auto: only for the local backend)",
+    )
+    llm.add_argument(
+        "--reply-format",
+        choices=["auto", "edit", "arch"],
+        default=s,
+        help="edit: the LLM names one change of the parent, applied by code; arch: it writes the whole "
+        "architecture (the paper); default auto: edit with the local backend, arch otherwise",
     )
     llm.add_argument("--no-reflection", action="store_true", default=s, help="ablation: no reflection calls or notes")
     llm.add_argument("--no-example", action="store_true", default=s, help="ablation: no in-context example")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from .edits import REPLY_FORMATS
 from .proposers import PAPER_TEMPERATURES
 
 #: the paper's setting for NAS-Bench-201 (RZ-NAS section 1)
@@ -72,6 +73,9 @@ class SearchConfig:
     repair_attempts: int = 1
     # constrain replies to the space's encoding regex: "auto" = only for the local backend
     constrain_arch: str = "auto"
+    # reply format of the llm proposer: "arch" (the paper: the whole mutated architecture),
+    # "edit" (one structured edit applied by code), "auto" (edit when constrained, else arch)
+    reply_format: str = "auto"
     mutate_max_tokens: int = 160
     reflect_max_tokens: int = 80
     max_reply_chars: int = 20_000
@@ -99,6 +103,8 @@ class SearchConfig:
             raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
         if self.constrain_arch not in ("auto", "on", "off"):
             raise ConfigError(f"constrain_arch must be auto, on or off, got {self.constrain_arch!r}")
+        if self.reply_format not in REPLY_FORMATS:
+            raise ConfigError(f"reply_format must be one of {', '.join(REPLY_FORMATS)}, got {self.reply_format!r}")
         if self.repair_attempts < 0:
             raise ConfigError(f"repair_attempts must be >= 0, got {self.repair_attempts}")
         if self.space_options is not None:

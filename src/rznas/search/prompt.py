@@ -28,6 +28,7 @@ from ..proxies import base as proxy_base
 from ..proxies.base import PROXIES, Proxy, ScoringContext
 from ..registry import Registry
 from ..spaces.base import SearchSpace
+from .edits import EditFormat, edit_format
 from .memory import Note
 
 #: the reply schema handed to backends for constrained decoding
@@ -90,6 +91,41 @@ def mutation_schema(space: SearchSpace, *, constrain: bool, fused_reflection: bo
     if fused_reflection:
         properties["reflection"] = {"type": "string", "maxLength": REFLECTION_MAX_CHARS}
     return {"type": "object", "properties": properties, "required": ["arch"]}
+
+
+def edit_reply_schema(
+    edits: EditFormat, parent: Architecture | None, *, fused_reflection: bool = False
+) -> dict[str, Any]:
+    """The schema of an edit reply. With ``parent`` (grammar-constrained backends) the "edit"
+    field admits exactly the edits that change it, and thinking is kept short; without, any
+    object (the edit is checked when applied)."""
+    constrained = parent is not None
+    text = {"type": "string", "maxLength": THINKING_MAX_CHARS} if constrained else {"type": "string"}
+    properties: dict[str, Any] = {
+        "edit": edits.schema(parent) if parent is not None else edits.loose_schema(),
+        "thinking": text,
+    }
+    if fused_reflection:
+        properties["reflection"] = (
+            {"type": "string", "maxLength": REFLECTION_MAX_CHARS} if constrained else {"type": "string"}
+        )
+    return {"type": "object", "properties": properties, "required": ["edit"]}
+
+
+#: fewest characters per token of architecture text (SmolLM2's tokenizer: 1.35 on macro
+#: strings, 2.0 on DARTS genotypes; tests/test_edits.py checks the bound with the real tokenizer)
+ARCH_CHARS_PER_TOKEN = 1.25
+
+
+def min_reply_tokens(space: SearchSpace, reply_format: str) -> int:
+    """Output tokens a reply in ``reply_format`` needs: its architecture text (for "arch", the
+    space's example written out) or the longest edit, plus a short thinking. The mutation
+    call's cap is raised to this, so a whole DARTS genotype is not cut off."""
+    if reply_format == "edit":
+        body = 160  # the longest edit object (a macro block: six fields) is ~120 characters
+    else:
+        body = len(space.encode(space.example_architecture()))
+    return int(body / ARCH_CHARS_PER_TOKEN) + 24 + THINKING_MAX_CHARS // 3
 
 
 #: the score shown for the in-context example (as in the paper)
@@ -198,6 +234,12 @@ def lean_code(source: str) -> str:
     return ast.unparse(tree)
 
 
+def _within_budget(space: SearchSpace) -> Callable[[Architecture], bool]:
+    """Whether an architecture meets the space's own budget (spaces without budgets: always)."""
+    check = getattr(space, "within_budget", None)
+    return (lambda arch: bool(check(arch))) if check is not None else (lambda arch: True)
+
+
 # ---- mutation prompt --------------------------------------------------------------------
 @dataclass(frozen=True)
 class PromptOptions:
@@ -209,6 +251,7 @@ class PromptOptions:
     reflection: bool = True  # reflection notes section (and the reflection calls)
     fused_reflection: bool = False  # the reflection is asked for inside the next mutation call
     lean: bool = False  # code blocks without docstrings and comments (same code, ~20% fewer tokens)
+    reply_format: str = "arch"  # "arch": the whole mutated architecture (paper); "edit": one structured edit
 
 
 @dataclass(frozen=True)
@@ -261,8 +304,18 @@ class MutationPrompt:
         self.options = options
         self.description = space.describe()
         self.example_input = space.example_architecture()
-        # the example answer: one fixed mutation of the example (deterministic, seed 0)
-        self.example_answer: Architecture = space.mutate(self.example_input, random.Random(0))
+        self.edits: EditFormat | None = None
+        self.example_edit: dict[str, Any] | None = None
+        if options.reply_format == "edit":
+            self.edits = edit_format(space)
+            # the example answer: one fixed edit of the example, valid and within any budget
+            self.example_edit = self.edits.example_edit(self.example_input, _within_budget(space))
+            self.example_answer: Architecture = self.edits.apply(self.example_input, self.example_edit)
+        elif options.reply_format == "arch":
+            # the example answer: one fixed mutation of the example (deterministic, seed 0)
+            self.example_answer = space.mutate(self.example_input, random.Random(0))
+        else:
+            raise ConfigError(f"prompt reply format must be 'arch' or 'edit', got {options.reply_format!r}")
         self.system = self._system()
         self.prefix = self._prefix()
 
@@ -280,7 +333,10 @@ class MutationPrompt:
         parts.append(
             render("proxy", proxy=self.proxy.name, convention=self.proxy.convention, code=lean(proxy_source(self.proxy)))
         )
-        parts.append(render("output_format"))
+        if self.edits is not None:
+            parts.append(render("output_format_edit", edit=self.edits.template(), fields=self.edits.field_text()))
+        else:
+            parts.append(render("output_format"))
         if self.options.fused_reflection:
             parts.append(render("fused_reflection"))
         if self.options.example:
@@ -294,7 +350,10 @@ class MutationPrompt:
                 {"arch": self.space.encode(self.example_input), "type": self.proxy.name, "score": EXAMPLE_SCORE}
             )
             thinking = self.description.example_thinking or render("example_thinking")
-            answer = json.dumps({"arch": self.space.encode(self.example_answer), "thinking": thinking})
+            if self.example_edit is not None:
+                answer = json.dumps({"edit": self.example_edit, "thinking": thinking})
+            else:
+                answer = json.dumps({"arch": self.space.encode(self.example_answer), "thinking": thinking})
             messages += [Message("user", user), Message("assistant", answer)]
         return tuple(messages)
 
@@ -328,7 +387,8 @@ class MutationPrompt:
 
     def repair_messages(self, messages: list[Message], reply: str, error: str) -> list[Message]:
         """The conversation extended by the rejected reply and the error, for one repair try."""
-        return [*messages, Message("assistant", reply), Message("user", render("repair", error=error))]
+        template = "repair_edit" if self.edits is not None else "repair"
+        return [*messages, Message("assistant", reply), Message("user", render(template, error=error))]
 
     def is_example_copy(self, arch: Architecture) -> bool:
         """True when ``arch`` is the in-context example's answer (the model copied it)."""

@@ -12,9 +12,10 @@ from ..errors import ConfigError, InvalidArchitecture, ParseError
 from ..llm.parse import extract_json_object
 from ..registry import Registry
 from ..spaces.base import SearchSpace
+from .edits import edit_json
 from .gateway import LLMGateway
 from .memory import Note
-from .prompt import MutationPrompt, PreviousOutcome, mutation_schema
+from .prompt import MutationPrompt, PreviousOutcome, edit_reply_schema, mutation_schema
 from .trial import Member, TrialState
 
 #: the paper's temperature set; one value is drawn per LLM call
@@ -130,8 +131,19 @@ class LLMProposer:
         self.max_tokens = int(opts.pop("max_tokens", 256))
         self.max_reply_chars = int(opts.pop("max_reply_chars", 20_000))
         self.fused_reflection = bool(opts.pop("fused_reflection", False))
-        self.schema = mutation_schema(
-            self.space, constrain=bool(opts.pop("constrain_arch", False)), fused_reflection=self.fused_reflection
+        self.constrain = bool(opts.pop("constrain_arch", False))
+        self.reply_format = str(opts.pop("reply_format", "arch"))
+        if self.reply_format not in ("arch", "edit"):
+            raise ConfigError(f"the llm proposer's reply format must be 'arch' or 'edit', got {self.reply_format!r}")
+        if (self.reply_format == "edit") != (self.prompt.edits is not None):
+            raise ConfigError(
+                f"the llm proposer replies in the {self.reply_format!r} format but its prompt asks for "
+                f"{'edits' if self.prompt.edits is not None else 'whole architectures'}"
+            )
+        self.schema = (
+            None
+            if self.reply_format == "edit"
+            else mutation_schema(self.space, constrain=self.constrain, fused_reflection=self.fused_reflection)
         )
         if opts:
             raise ConfigError(f"unknown llm proposer options: {', '.join(sorted(opts))}")
@@ -155,16 +167,17 @@ class LLMProposer:
         )
         purpose = "mutate"
         reflection = ""
+        schema = self.reply_schema(parent.arch)
         for attempt in range(self.repair_attempts + 1):
             call = self.gateway.complete(
                 purpose,
                 messages,
                 temperature=temperature.draw(),
                 max_tokens=self.max_tokens,
-                json_schema=self.schema,
+                json_schema=schema,
             )
             try:
-                arch, thinking, said = self.parse_reply(call.text)
+                arch, thinking, said = self.parse_reply(call.text, parent.arch)
                 reflection = said or reflection
             except ReplyRejected as rejected:
                 reflection = rejected.reflection or reflection
@@ -178,31 +191,40 @@ class LLMProposer:
             return Proposal(arch, thinking=thinking, raw=call.text, reflection=reflection)
         raise AssertionError("unreachable")
 
-    def parse(self, text: str) -> tuple[Architecture, str]:
-        """Reply text -> (child, thinking); raises ReplyRejected with the state and reason."""
-        arch, thinking, _ = self.parse_reply(text)
+    def reply_schema(self, parent: Architecture) -> dict[str, Any] | None:
+        """The schema handed to the backend: per parent for constrained edits (only edits that
+        change ``parent`` are admitted), else the same for every call."""
+        if self.reply_format != "edit":
+            return self.schema
+        assert self.prompt.edits is not None
+        return edit_reply_schema(
+            self.prompt.edits, parent if self.constrain else None, fused_reflection=self.fused_reflection
+        )
+
+    def parse(self, text: str, parent: Architecture | None = None) -> tuple[Architecture, str]:
+        """Reply text -> (child, thinking); raises ReplyRejected with the state and reason.
+        Edit replies need the ``parent`` they edit."""
+        arch, thinking, _ = self.parse_reply(text, parent)
         return arch, thinking
 
-    def parse_reply(self, text: str) -> tuple[Architecture, str, str]:
+    def parse_reply(self, text: str, parent: Architecture | None = None) -> tuple[Architecture, str, str]:
         """Reply text -> (child, thinking, reflection); raises ReplyRejected (state, reason, and any
         reflection the reply held)."""
         try:
             data = extract_json_object(text, max_chars=self.max_reply_chars)
         except ParseError as exc:
-            salvaged = salvage_arch(text) if len(text) <= self.max_reply_chars else None
+            salvage = salvage_edit if self.reply_format == "edit" else salvage_arch
+            salvaged = salvage(text) if len(text) <= self.max_reply_chars else None
             if salvaged is None:
                 raise ReplyRejected(TrialState.PARSE_ERROR, str(exc)) from None
-            data = {"arch": salvaged}  # a reply cut off by max_tokens after a complete "arch" field
+            # a reply cut off by max_tokens after a complete "arch" / "edit" field
+            data = {self.reply_format: salvaged}
         said = data.get("reflection") if self.fused_reflection else None
         reflection = said[:2000] if isinstance(said, str) else ""
-        encoded = data.get("arch")
-        if not isinstance(encoded, str):
-            found = "no 'arch' field" if encoded is None else f"'arch' is a {type(encoded).__name__}, not a string"
-            raise ReplyRejected(TrialState.PARSE_ERROR, f"reply JSON has {found}", reflection)
-        try:
-            arch = self.space.decode(encoded)
-        except InvalidArchitecture as exc:
-            raise ReplyRejected(TrialState.INVALID, str(exc), reflection) from None
+        if self.reply_format == "edit":
+            arch = self._apply_edit(data, parent, reflection)
+        else:
+            arch = self._decode_arch(data, reflection)
         if self.prompt.is_example_copy(arch):
             raise ReplyRejected(
                 TrialState.COPIED_EXAMPLE,
@@ -211,6 +233,31 @@ class LLMProposer:
             )
         thinking = data.get("thinking")
         return arch, thinking[:1000] if isinstance(thinking, str) else "", reflection
+
+    def _apply_edit(self, data: dict[str, Any], parent: Architecture | None, reflection: str) -> Architecture:
+        """The child an edit reply makes of ``parent`` (applied by code)."""
+        if parent is None:
+            raise ConfigError("an edit reply needs the parent architecture it edits")
+        assert self.prompt.edits is not None
+        edit = data.get("edit")
+        if not isinstance(edit, dict):
+            found = "no 'edit' field" if edit is None else f"'edit' is a {type(edit).__name__}, not an object"
+            raise ReplyRejected(TrialState.PARSE_ERROR, f"reply JSON has {found}", reflection)
+        try:
+            return self.prompt.edits.apply(parent, edit)
+        except InvalidArchitecture as exc:
+            raise ReplyRejected(TrialState.INVALID, f"edit {edit_json(edit)[:300]}: {exc}", reflection) from None
+
+    def _decode_arch(self, data: dict[str, Any], reflection: str) -> Architecture:
+        """The architecture a whole-architecture reply writes (decoded by the space, never evaluated)."""
+        encoded = data.get("arch")
+        if not isinstance(encoded, str):
+            found = "no 'arch' field" if encoded is None else f"'arch' is a {type(encoded).__name__}, not a string"
+            raise ReplyRejected(TrialState.PARSE_ERROR, f"reply JSON has {found}", reflection)
+        try:
+            return self.space.decode(encoded)
+        except InvalidArchitecture as exc:
+            raise ReplyRejected(TrialState.INVALID, str(exc), reflection) from None
 
     def rng_state(self) -> Any:
         return self.rng.getstate()
@@ -247,6 +294,23 @@ def salvage_arch(text: str) -> str | None:
             return text[start:end]
         end += 1
     return None
+
+
+def salvage_edit(text: str) -> dict[str, Any] | None:
+    """The complete ``"edit": {...}`` object of a reply whose JSON is cut off after it."""
+    key = text.find('"edit"')
+    if key < 0:
+        return None
+    rest = text[key + len('"edit"') :].lstrip()
+    if not rest.startswith(":"):
+        return None
+    rest = rest[1:].lstrip()
+    if not rest.startswith("{"):
+        return None
+    try:
+        return extract_json_object(rest)
+    except ParseError:
+        return None
 
 
 def create_proposer(name: str, ctx: ProposerContext) -> Proposer:

@@ -23,14 +23,16 @@ from ..llm.base import LLMClient
 from ..llm.budget import Budget as UsageBudget
 from ..proxies import get_proxy
 from ..spaces import get_space
+from ..spaces.base import SearchSpace
 from ..store import DB_NAME, RunStore
 from .benchmark import trial_accuracies
 from .config import SearchConfig
 from .executors import EvaluatorSpec, Executor, create_executor
 from .gateway import CallRecord, LLMGateway
 from .memory import Note, ReflectionMemory, clean_note
+from .edits import resolve_reply_format
 from .progress import Progress
-from .prompt import MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPrompt, arch_pattern
+from .prompt import MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPrompt, arch_pattern, min_reply_tokens
 from .proposers import PROPOSERS, Proposal, ProposerContext, Temperature, create_proposer
 from .reflection import Reflector, previous_outcome
 from .strategy import Evolution
@@ -51,6 +53,47 @@ class RunResult:
     trials: int
     benchmark: dict[str, Any]
     usage: dict[str, Any] = field(default_factory=dict)  # tokens and cost, in total and per iteration
+
+
+def prompt_options(c: SearchConfig, space: SearchSpace) -> PromptOptions:
+    """The mutation prompt's parts and reply format for the settings ``c``."""
+    return PromptOptions(
+        text_description=c.text_description,
+        code_description=c.code_description,
+        example=c.example,
+        reflection=c.reflection,
+        fused_reflection=c.fused_reflection and c.reflection,
+        lean=c.lean_prompt,
+        reply_format=resolve_reply_format(c.reply_format, constrained=c.constrain, space=space),
+    )
+
+
+def llm_proposer_options(c: SearchConfig, space: SearchSpace, options: PromptOptions) -> dict[str, Any]:
+    """The llm proposer's options for the settings ``c`` and the prompt ``options``."""
+    edits = options.reply_format == "edit"
+    return {
+        "temperatures": c.temperatures,
+        "temperature": c.temperature,
+        "repair_attempts": c.repair_attempts,
+        # at least what the reply format needs (a whole DARTS genotype is long);
+        # a fused reply also carries the reflection
+        "max_tokens": max(c.mutate_max_tokens, min_reply_tokens(space, options.reply_format))
+        + (c.reflect_max_tokens if options.fused_reflection else 0),
+        "reply_format": options.reply_format,
+        "max_reply_chars": c.max_reply_chars,
+        # edits: the per-parent grammar; arch: "auto" constrains only where the space has an
+        # encoding pattern, "on" insists
+        "constrain_arch": c.constrain and (edits or c.constrain_arch == "on" or arch_pattern(space) is not None),
+        "fused_reflection": options.fused_reflection,
+    }
+
+
+def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's settings, completed for settings added since: runs stored before the
+    reply format existed replied with whole architectures, so they resume and replay as "arch"."""
+    settings = dict(stored)
+    settings.setdefault("reply_format", "arch")
+    return settings
 
 
 #: settings a resume may change: budgets, endpoints and where/how fast work runs (not what is searched)
@@ -199,15 +242,7 @@ class SearchRun:
                 raise ConfigError(f"proposer {c.proposer!r} needs an LLM client")
             usage = UsageBudget(max_cost_usd=c.max_cost_usd, max_tokens=c.max_tokens)
             self.gateway = LLMGateway(None if offline else client, model=c.llm, cache=store, usage=usage)
-            options = PromptOptions(
-                text_description=c.text_description,
-                code_description=c.code_description,
-                example=c.example,
-                reflection=c.reflection,
-                fused_reflection=c.fused_reflection and c.reflection,
-                lean=c.lean_prompt,
-            )
-            prompt = MutationPrompt(self.space, self.proxy, options)
+            prompt = MutationPrompt(self.space, self.proxy, prompt_options(c, self.space))
         self.proposer = create_proposer(
             c.proposer,
             ProposerContext(
@@ -215,19 +250,7 @@ class SearchRun:
                 c.seed,
                 self.gateway,
                 prompt,
-                {
-                    "temperatures": c.temperatures,
-                    "temperature": c.temperature,
-                    "repair_attempts": c.repair_attempts,
-                    # a fused reply also carries the reflection
-                    "max_tokens": c.mutate_max_tokens + (c.reflect_max_tokens if c.fused_reflection and c.reflection else 0),
-                    "max_reply_chars": c.max_reply_chars,
-                    # "auto" constrains only where the space has an encoding pattern; "on" insists
-                    "constrain_arch": c.constrain and (c.constrain_arch == "on" or arch_pattern(self.space) is not None),
-                    "fused_reflection": c.fused_reflection and c.reflection,
-                }
-                if uses_llm
-                else {},
+                llm_proposer_options(c, self.space, prompt.options) if prompt is not None else {},
             ),
         )
         self.fused = bool(uses_llm and c.reflection and c.fused_reflection)
@@ -296,7 +319,7 @@ class SearchRun:
                     f"{run_dir} was started by an older rznas that seeded scores with the search seed; "
                     "its scores cannot be continued under today's scheme (rznas.scoring): start a new run"
                 )
-            config = SearchConfig.from_dict(stored, origin=f"{run_dir} config")
+            config = SearchConfig.from_dict(stored_settings(stored), origin=f"{run_dir} config")
             if overrides:
                 allowed = RESUME_OVERRIDES
                 bad = sorted(set(overrides) - allowed)
@@ -321,7 +344,7 @@ class SearchRun:
         """Re-run ``source_dir`` offline into ``run_dir`` from its reply cache (no LLM is called)."""
         source = RunStore.open(source_dir)
         try:
-            config = SearchConfig.from_dict(source.config(), origin=f"{source_dir} config")
+            config = SearchConfig.from_dict(stored_settings(source.config()), origin=f"{source_dir} config")
             store = RunStore.create(run_dir, config.to_dict())
             store.set_meta("replay_of", str(Path(source_dir).resolve()))
             for key, request, reply in source.cache_entries():

@@ -554,6 +554,18 @@ class MacroSpace(SearchSpace):
             return self.sample(rng)
         return fitted
 
+    def replace_block(self, arch: Architecture, index: int, block: BlockSpec) -> Architecture:
+        """``arch`` with block ``index`` replaced, the chain kept as the Zen-NAS mutation keeps it
+        (the next block's input = the new output; a block with >= 6 sub-layers split in two);
+        validated, budget not checked. Used to apply an LLM's structured edit."""
+        blocks = self.blocks(arch)
+        if not 0 <= index < len(blocks):
+            raise InvalidArchitecture(f"block index {index} is out of range (the network has {len(blocks)} blocks)")
+        self._set_block(blocks, index, block)
+        child = self._arch(self._split(blocks))
+        self.validate(child)
+        return child
+
     def _mutate_once(self, parent: list[BlockSpec], rng: random.Random) -> list[BlockSpec]:
         blocks = list(parent)
         index = rng.randrange(len(blocks))
