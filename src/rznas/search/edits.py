@@ -235,28 +235,42 @@ class MacroEdits(EditFormat):
                 allowed.append(stride)
         return tuple(allowed)
 
+    def __init__(self, space: SearchSpace):
+        super().__init__(space)
+        self._cache: dict[str, list[Alternative]] = {}  # parent id -> alternatives (the last few parents)
+
     def alternatives(self, parent: Architecture) -> list[Alternative]:
+        cached = self._cache.get(parent.id)
+        if cached is None:
+            cached = self._alternatives(parent)
+            if len(self._cache) >= 64:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[parent.id] = cached
+        return cached
+
+    def _alternatives(self, parent: Architecture) -> list[Alternative]:
         space = self.space
         space.validate(parent)
         blocks = space.blocks(parent)  # type: ignore[attr-defined]
         result: list[Alternative] = []
         for index, block in enumerate(blocks):
-            outs = tuple(space.channel_choices(block.c_out))  # type: ignore[attr-defined]
             if block.bottleneck is None:
                 is_head = index == len(blocks) - 1 and bool(space.head_types)  # type: ignore[attr-defined]
                 if is_head and space.fixed_head:  # type: ignore[attr-defined]
                     continue
-                result.append({"block": (index,), "out": tuple(c for c in outs if c != block.c_out)})
+                choices = self._within_budget(parent, index, {"out": tuple(space.channel_choices(block.c_out))})  # type: ignore[attr-defined]
+                outs = tuple(c for c in choices["out"] if c != block.c_out)
+                if outs:
+                    result.append({"block": (index,), "out": outs})
                 continue
-            choices = {
+            choices = self._within_budget(parent, index, {
                 "type": tuple(space.family_of(block.type)),  # type: ignore[attr-defined]
-                "out": outs,
+                "out": tuple(space.channel_choices(block.c_out)),  # type: ignore[attr-defined]
                 "bottleneck": tuple(space.channel_choices(block.bottleneck)),  # type: ignore[attr-defined]
                 "sub_layers": tuple(space.sub_layer_choices(block.sub_layers)),  # type: ignore[attr-defined]
                 "stride": self._stride_choices(blocks, index),
-            }
-            current = {"type": block.type, "out": block.c_out, "bottleneck": block.bottleneck,
-                       "sub_layers": block.sub_layers, "stride": block.stride}
+            })
+            current = _block_values(block)
             for k, name in enumerate(self.residual_fields):
                 changed = tuple(v for v in choices[name] if v != current[name])
                 if not changed:
@@ -266,6 +280,65 @@ class MacroEdits(EditFormat):
                     alternative[other] = (current[other],) if j < k else (changed if j == k else choices[other])
                 result.append(alternative)
         return result
+
+    def _within_budget(self, parent: Architecture, index: int, choices: dict[str, tuple]) -> dict[str, tuple]:
+        """``choices`` for block ``index`` narrowed until every combination meets the space's budget.
+
+        Parameters, multiply-adds and layers grow with out, bottleneck and sub_layers and
+        shrink with the stride, so the combination of the largest values (and stride 1), tried
+        with each remaining type, bounds them all. While it breaks the budget, the largest
+        value of one field after the other (round robin) is dropped, never the block's
+        current value; the parent itself meets the budget, so this ends.
+        """
+        space = self.space
+        if getattr(space, "budget", None) is None:
+            return choices
+        block = space.blocks(parent)[index]  # type: ignore[attr-defined]
+        current = _block_values(block)
+        choices = {name: tuple(sorted(values)) if name != "type" else values for name, values in choices.items()}
+
+        def over_types() -> list[str]:
+            types = choices.get("type", (block.type,))
+            over = []
+            for block_type in types:
+                corner = {"type": block_type}
+                for name, attribute in (("out", "c_out"), ("bottleneck", "bottleneck"), ("sub_layers", "sub_layers")):
+                    if name in choices:
+                        corner[attribute] = max(choices[name])
+                if "stride" in choices:
+                    corner["stride"] = min(choices["stride"])
+                try:
+                    child = space.replace_block(parent, index, block.replace(**corner))  # type: ignore[attr-defined]
+                    fits = space.within_budget(child)  # type: ignore[attr-defined]
+                except InvalidArchitecture:
+                    fits = False
+                if not fits:
+                    over.append(block_type)
+            return over
+
+        order = [name for name in ("sub_layers", "out", "bottleneck", "type", "stride") if name in choices]
+        turn = 0
+        over = over_types()
+        while over:
+            dropped = False
+            for _ in range(len(order)):
+                name = order[turn % len(order)]
+                turn += 1
+                values = choices[name]
+                if name == "type":
+                    drop = next((t for t in over if t != current["type"]), None)
+                elif name == "stride":
+                    drop = 1 if current["stride"] == 2 and 1 in values else None
+                else:
+                    drop = values[-1] if values[-1] != current[name] else None
+                if drop is not None:
+                    choices[name] = tuple(v for v in values if v != drop)
+                    dropped = True
+                    break
+            if not dropped:
+                break  # only the current values are left (a parent over budget)
+            over = over_types()
+        return choices
 
     def apply(self, parent: Architecture, edit: Mapping[str, Any]) -> Architecture:
         space = self.space
@@ -303,6 +376,12 @@ class MacroEdits(EditFormat):
 
 for _name in ("zen_resnet", "mobilenet", "maedet"):
     EDIT_FORMATS.register(_name)(MacroEdits)
+
+
+def _block_values(block: Any) -> dict[str, Any]:
+    """A macro block's editable values by edit field name."""
+    return {"type": block.type, "out": block.c_out, "bottleneck": block.bottleneck,
+            "sub_layers": block.sub_layers, "stride": block.stride}
 
 
 def edit_format(space: SearchSpace) -> EditFormat:

@@ -1,0 +1,200 @@
+"""How often the embedded model's mutation replies are usable children, per space and reply format.
+
+For each space, N parents are sampled (seeded); the llm proposer is asked for one child of
+each, exactly as `rznas search` builds it (same prompt parts, schema, output cap, one repair
+attempt; no reflection notes), with the embedded model (`local` backend). Each proposal is
+classified: valid child (decodes, differs from its parent, meets the space's budget), over
+budget, invalid, parse error, copied example, or parent copy (the child equals its parent).
+Variants:
+
+- ``main``: the whole-architecture reply with main's fixed 160-token output cap (before);
+- ``arch``: the whole-architecture reply with the cap derived from the space;
+- ``edit``: the structured edit with the per-parent grammar (after; the local default).
+
+The parent's score shown in the prompt is its parameter count (the ``params`` proxy).
+Also reported: prompt and output tokens, seconds per proposal, and the size and build time
+of the per-parent grammar (llama.cpp's JSON-schema-to-GBNF converter).
+
+    nice -n 10 python benchmarks/proposal_validity.py --proposals 30 --threads 1 \\
+        --out benchmarks/results/proposal_validity
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from rznas.arch import Architecture
+from rznas.errors import InvalidArchitecture
+from rznas.llm.local_backend import LocalLlamaClient
+from rznas.proxies import get_proxy
+from rznas.search.config import SearchConfig
+from rznas.search.gateway import LLMGateway
+from rznas.search.proposers import LLMProposer, ProposerContext
+from rznas.search.prompt import MutationPrompt
+from rznas.search.runner import llm_proposer_options, prompt_options
+from rznas.search.trial import Member
+from rznas.spaces import get_space
+
+#: space -> (constructor options, flags as a user gives them)
+SPACES: dict[str, dict[str, Any]] = {
+    "nb201": {},
+    "darts": {"space_options": {"channels": 8, "layers": 5}},
+    "zen_resnet": {"budget": "1M"},
+    "mobilenet": {},
+    "maedet": {},
+}
+#: variant -> (reply format, fixed mutation cap or None for the runner's)
+VARIANTS: dict[str, tuple[str, int | None]] = {"main": ("arch", 160), "arch": ("arch", None), "edit": ("edit", None)}
+OUTCOMES = ("valid", "over_budget", "invalid", "parse_error", "copied_example", "parent_copy")
+
+
+def classify(space: Any, parent: Architecture, proposal: Any) -> str:
+    """The outcome of one proposal (see the module docstring)."""
+    if proposal.state is not None:
+        return str(proposal.state.value)
+    child = proposal.arch
+    if child.id == parent.id:
+        return "parent_copy"
+    try:
+        space.validate(child)
+    except InvalidArchitecture:
+        return "invalid"
+    within = getattr(space, "within_budget", None)
+    if within is not None and not within(child):
+        return "over_budget"
+    return "valid"
+
+
+def run_variant(space_name: str, variant: str, proposals: int, seed: int, client: LocalLlamaClient) -> dict[str, Any]:
+    reply_format, fixed_cap = VARIANTS[variant]
+    config = SearchConfig(space=space_name, proxy="params", llm="local", reply_format=reply_format, seed=seed,
+                          **SPACES[space_name])
+    space = config.make_space()
+    proxy = get_proxy("params")
+    options = prompt_options(config, space)
+    prompt = MutationPrompt(space, proxy, options)
+    proposer_options = llm_proposer_options(config, space, options)
+    if fixed_cap is not None:
+        proposer_options["max_tokens"] = fixed_cap
+    gateway = LLMGateway(client, model="local")
+    proposer = LLMProposer(ProposerContext(space, seed, gateway, prompt, proposer_options))
+    rng = random.Random(f"proposal-validity:{space_name}:{seed}")
+    counts = dict.fromkeys(OUTCOMES, 0)
+    rows = []
+    grammar_chars = grammar_seconds = 0.0
+    for number in range(proposals):
+        parent = space.sample(rng)
+        schema = proposer.reply_schema(parent)
+        started = time.perf_counter()
+        grammar = json_schema_to_gbnf(json.dumps(schema)) if schema is not None else ""
+        grammar_seconds += time.perf_counter() - started
+        grammar_chars += len(grammar)
+        calls_before = len(gateway.records)
+        started = time.perf_counter()
+        proposal = proposer.propose(Member(parent, float(space.count_params(parent)), number))
+        seconds = time.perf_counter() - started
+        calls = gateway.records[calls_before:]
+        outcome = classify(space, parent, proposal)
+        counts[outcome] += 1
+        rows.append({
+            "parent": space.encode(parent),
+            "outcome": outcome,
+            "reason": proposal.reason[:300],
+            "reply": proposal.raw[:600],
+            "calls": len(calls),
+            "prompt_tokens": sum(c.input_tokens for c in calls),
+            "output_tokens": sum(c.output_tokens for c in calls),
+            "seconds": round(seconds, 3),
+        })
+        print(f"{space_name} {variant} {number + 1}/{proposals}: {outcome} ({seconds:.1f} s)", file=sys.stderr, flush=True)
+    timed = rows[1:] or rows  # the first call fills the KV cache with the long static prompt
+    return {
+        "space": space_name,
+        "variant": variant,
+        "reply_format": reply_format,
+        "max_tokens": proposer.max_tokens,
+        "proposals": proposals,
+        "counts": counts,
+        "per_100": {k: round(100.0 * v / proposals, 1) for k, v in counts.items()},
+        "calls_per_proposal": sum(r["calls"] for r in rows) / proposals,
+        "prompt_tokens_per_proposal": sum(r["prompt_tokens"] for r in rows) / proposals,
+        "output_tokens_per_proposal": sum(r["output_tokens"] for r in rows) / proposals,
+        "seconds_per_proposal_after_first": sum(r["seconds"] for r in timed) / len(timed),
+        "first_proposal_seconds": rows[0]["seconds"] if rows else None,
+        "grammar_chars_mean": grammar_chars / proposals,
+        "grammar_build_ms_mean": 1000.0 * grammar_seconds / proposals,
+        "rows": rows,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Embedded-model proposal validity per space and reply format",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Model: {result['model']}; {result['proposals']} proposals per space and variant (parents sampled with "
+        f"seed {result['seed']}), llama.cpp threads {result['threads']}; machine: {result['machine']}.",
+        "main = whole-architecture reply with main's 160-token cap (before); arch = the same with the cap "
+        "derived from the space; edit = structured edit with the per-parent grammar (after).",
+        "Outcomes per 100 proposals (one repair attempt included, as in `rznas search`).",
+        "",
+        "| space | variant | valid | over budget | invalid | parse error | copied example | parent copy | "
+        "prompt tokens / proposal | output tokens / proposal | s / proposal (after the first) | grammar (kchars, ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        p = r["per_100"]
+        lines.append(
+            f"| {r['space']} | {r['variant']} | {p['valid']} | {p['over_budget']} | {p['invalid']} | "
+            f"{p['parse_error']} | {p['copied_example']} | {p['parent_copy']} | {r['prompt_tokens_per_proposal']:.0f} | "
+            f"{r['output_tokens_per_proposal']:.0f} | {r['seconds_per_proposal_after_first']:.1f} | "
+            f"{r['grammar_chars_mean'] / 1000:.1f}, {r['grammar_build_ms_mean']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spaces", nargs="+", default=list(SPACES), choices=list(SPACES))
+    parser.add_argument("--variants", nargs="+", default=["main", "edit"], choices=list(VARIANTS))
+    parser.add_argument("--proposals", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    parser.add_argument("--out", default="benchmarks/results/proposal_validity", help="output path without extension")
+    args = parser.parse_args(argv)
+    client = LocalLlamaClient(n_threads=args.threads, seed=args.seed)
+    started = time.perf_counter()
+    runs = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "command": "python benchmarks/proposal_validity.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": client.model,
+        "threads": args.threads,
+        "seed": args.seed,
+        "proposals": args.proposals,
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+        "runs": runs,
+    }
+    for space_name in args.spaces:
+        for variant in args.variants:
+            runs.append(run_variant(space_name, variant, args.proposals, args.seed, client))
+            result["wall_seconds"] = round(time.perf_counter() - started, 1)
+            # written after every variant: an interrupted benchmark keeps what it measured
+            out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+            out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
