@@ -40,7 +40,12 @@ PAPER_ROWS = {
 PAPER_TOKENS_PER_CALL = "2300-2600 in / 150-200 out"
 OPTIMUM = (94.37, 73.51, 47.31)
 #: extra `rznas search` flags of the llm proposer's runs, by variant name
-VARIANTS = {"paper": [], "fused-lean": ["--fused-reflection", "--lean-prompt"]}
+#: (paper and fused-lean reply with whole architectures, as the paper; edit: one structured edit)
+VARIANTS = {
+    "paper": ["--reply-format", "arch"],
+    "fused-lean": ["--fused-reflection", "--lean-prompt", "--reply-format", "arch"],
+    "edit": ["--reply-format", "edit"],
+}
 
 
 def run_name(proxy: str, proposer: str, seed: int, variant: str) -> str:
@@ -288,8 +293,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality"))
     parser.add_argument(
         "--variant", choices=sorted(VARIANTS), default="paper",
-        help="LLM prompt setting: paper (mutation + reflection calls, full prompt) or fused-lean "
-        "(--fused-reflection --lean-prompt, issue 5's token saving); names the llm runs",
+        help="LLM prompt setting: paper (mutation + reflection calls, full prompt, whole-architecture reply), "
+        "fused-lean (--fused-reflection --lean-prompt, issue 5's token saving) or edit (structured-edit "
+        "replies with the per-parent grammar); names the llm runs",
     )
     parser.add_argument("--summarize-only", action="store_true", help="only tabulate the finished runs")
     args = parser.parse_args(argv)
