@@ -141,25 +141,42 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`",
         "",
-        f"Model: {result['model']}; {result['proposals']} proposals per space and variant (parents sampled with "
+        f"Model: {result['model']}; {result['proposals']} proposals per space and variant (see the table) (parents sampled with "
         f"seed {result['seed']}), llama.cpp threads {result['threads']}; machine: {result['machine']}.",
         "main = whole-architecture reply with main's 160-token cap (before); arch = the same with the cap "
         "derived from the space; edit = structured edit with the per-parent grammar (after).",
         "Outcomes per 100 proposals (one repair attempt included, as in `rznas search`).",
         "",
-        "| space | variant | valid | over budget | invalid | parse error | copied example | parent copy | "
+        "| space | variant | proposals | valid | over budget | invalid | parse error | copied example | parent copy | "
         "prompt tokens / proposal | output tokens / proposal | s / proposal (after the first) | grammar (kchars, ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         p = r["per_100"]
         lines.append(
-            f"| {r['space']} | {r['variant']} | {p['valid']} | {p['over_budget']} | {p['invalid']} | "
+            f"| {r['space']} | {r['variant']} | {r['proposals']} | {p['valid']} | {p['over_budget']} | {p['invalid']} | "
             f"{p['parse_error']} | {p['copied_example']} | {p['parent_copy']} | {r['prompt_tokens_per_proposal']:.0f} | "
             f"{r['output_tokens_per_proposal']:.0f} | {r['seconds_per_proposal_after_first']:.1f} | "
             f"{r['grammar_chars_mean'] / 1000:.1f}, {r['grammar_build_ms_mean']:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def combine(paths: list[str], out: Path, argv: list[str]) -> int:
+    """One result from several (their commands listed), runs ordered by space, then variant."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    runs = [r for part in parts for r in part["runs"]]
+    order = {name: i for i, name in enumerate(SPACES)}
+    runs.sort(key=lambda r: (order[r["space"]], list(VARIANTS).index(r["variant"])))
+    result = dict(parts[0])
+    result["command"] = " && ".join([p["command"] for p in parts] + ["python benchmarks/proposal_validity.py " + " ".join(argv)])
+    result["proposals"] = "/".join(sorted({str(p["proposals"]) for p in parts}))
+    result["wall_seconds"] = [p.get("wall_seconds") for p in parts]
+    result["runs"] = runs
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--out", default="benchmarks/results/proposal_validity", help="output path without extension")
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="only merge finished result files (e.g. variants run in parallel) into --out")
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine, Path(args.out), argv if argv is not None else sys.argv[1:])
     client = LocalLlamaClient(n_threads=args.threads, seed=args.seed)
     started = time.perf_counter()
     runs = []
