@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping
 
@@ -238,14 +239,17 @@ class MacroEdits(EditFormat):
     def __init__(self, space: SearchSpace):
         super().__init__(space)
         self._cache: dict[str, list[Alternative]] = {}  # parent id -> alternatives (the last few parents)
+        self._lock = threading.Lock()  # concurrent proposals share the cache
 
     def alternatives(self, parent: Architecture) -> list[Alternative]:
-        cached = self._cache.get(parent.id)
+        with self._lock:
+            cached = self._cache.get(parent.id)
         if cached is None:
-            cached = self._alternatives(parent)
-            if len(self._cache) >= 64:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[parent.id] = cached
+            cached = self._alternatives(parent)  # ~0.1-0.5 s: cached, as the schema and the check both need it
+            with self._lock:
+                if len(self._cache) >= 64:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[parent.id] = cached
         return cached
 
     def _alternatives(self, parent: Architecture) -> list[Alternative]:
