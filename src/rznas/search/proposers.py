@@ -1,6 +1,8 @@
 """Proposers turn a parent into a child: ``random`` (one random mutation, the plain-proxy
 baseline) and ``llm`` (RZ-NAS: an LLM mutation from the assembled prompt, parsed, never
-executed, with one repair attempt that feeds the error back)."""
+executed, with one repair attempt that feeds the error back). The LLM writes the whole
+child (reply format ``arch``, the paper) or one edit of the parent that code applies
+(``edit``, search/edits.py)."""
 from __future__ import annotations
 
 import random
