@@ -108,6 +108,7 @@ class ScoringContext:
                 self.needs.setdefault(index, set()).update(stats)
         self._working: nn.Module | None = None
         self._passes: dict[int, GradientPass] = {}
+        self._shared: dict[str, object] = {}
 
     def copy_model(self) -> nn.Module:
         """A private deep copy of the model, in train mode, on the batch's device."""
@@ -125,6 +126,13 @@ class ScoringContext:
     def generator(self, salt: int = 0) -> torch.Generator:
         """A CPU generator seeded from the context seed, for proxies that draw noise."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + salt)
+
+    def shared(self, key: str, compute: Callable[[], object]) -> object:
+        """``compute()`` run once per architecture and cached under ``key``, for proxies that
+        read several numbers off one pass of their own (e.g. the four AZ-NAS components)."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     def gradient_pass(self, index: int = 0) -> GradientPass:
         """Run (once) the forward/backward pass over mini-batch ``index``."""

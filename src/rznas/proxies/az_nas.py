@@ -1,0 +1,170 @@
+"""AZ-NAS (Lee & Ham, CVPR 2024): four training-free components from one forward + backward.
+
+As AZ-NAS's NB201 ``compute_az_nas_score``: on a private copy, conv/linear weights
+kaiming-normal (fan_in, ReLU gain), biases 0, BN weight 1 / bias 0, BN in train mode;
+the input is Gaussian noise with the probe's batch size and resolution (AZ-NAS scores
+NB201 on random inputs, not images). The network's block features f_0 (stem), f_1 .. f_L
+(every cell and reduction block) come from the model's ``cell_features(x)`` method.
+
+- expressivity = sum_l H(f_l), with H the entropy of the normalised eigenvalues of the
+  channel covariance of f_l over batch x positions (isotropic features score high);
+- progressivity = min_l H(f_l) - H(f_{l-1}) (every block should add expressivity);
+- trainability = mean over blocks of 2 - s - 1/s, with s the largest singular value of
+  the (sign-random) Jacobian estimate E[g_in g_out^T] between a block's output and input
+  (0 when gradients keep their scale, negative when they explode or vanish);
+- complexity = FLOPs (AZ-NAS reads them from the NB201 API; here multiply-adds, as ``flops``).
+
+AZ-NAS combines the four by the sum of log-ranks inside a population; that aggregation is
+population-dependent and lives with the proxy ensembles, not here. The three data
+components share one forward and one backward per architecture (``ScoringContext.shared``).
+A block that passes gradients unchanged (output == input, e.g. an all-skip cell) gets
+trainability -inf from AZ-NAS; here that, and any NaN, is a ProxyError.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ProxyError
+from .base import PROXIES, Proxy, ScoringContext
+from .size import Flops
+from .te_nas import kaiming_init
+
+ENTROPY_EPS = 1e-8  # AZ-NAS: -p log(p + 1e-8)
+SINGULAR_EPS = 1e-6  # AZ-NAS: 1 / (s + 1e-6)
+SHARED_KEY = "az_nas"
+_SALT = 0xA2A5
+
+
+@dataclass(frozen=True)
+class AzNasComponents:
+    """The three data-dependent AZ-NAS components of one network."""
+
+    expressivity: float
+    progressivity: float
+    trainability: float
+
+
+def block_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """f_0 .. f_L from ``model.cell_features(inputs)`` (or AZ-NAS's ``extract_cell_features``)."""
+    for method in ("cell_features", "extract_cell_features"):
+        if callable(getattr(model, method, None)):
+            features = list(getattr(model, method)(inputs))
+            break
+    else:
+        raise ProxyError(
+            "az_nas: the model has no cell_features(x) method listing its block outputs "
+            "(NB201 networks have one)"
+        )
+    if len(features) < 2:
+        raise ProxyError(f"az_nas: needs at least 2 block features, the model gave {len(features)}")
+    if any(f.ndim != 4 for f in features):
+        raise ProxyError("az_nas: block features must be NCHW feature maps")
+    return features
+
+
+def feature_entropy(feature: torch.Tensor) -> float:
+    """Entropy of the normalised eigenvalue spectrum of the channel covariance of ``feature``."""
+    b, c, h, w = feature.shape
+    flat = feature.detach().permute(0, 2, 3, 1).reshape(b * h * w, c)
+    flat = flat - flat.mean(dim=0, keepdim=True)
+    covariance = flat.t() @ flat / flat.shape[0]
+    eigenvalues = torch.linalg.eigvalsh(covariance)
+    p = eigenvalues / eigenvalues.sum()
+    return float((-p * torch.log(p + ENTROPY_EPS)).sum())
+
+
+def block_trainability(f_in: torch.Tensor, f_out: torch.Tensor, generator: torch.Generator) -> float:
+    """2 - s - 1/s for the largest singular value s of E[g_in g_out^T] (Rademacher g_out)."""
+    g_out = (torch.bernoulli(torch.full_like(f_out, 0.5), generator=generator) - 0.5) * 2
+    (g_in,) = torch.autograd.grad(f_out, f_in, grad_outputs=g_out, retain_graph=False)
+    if g_in.shape == g_out.shape and torch.equal(g_in, g_out):
+        raise ProxyError("az_trainability: a block passes gradients unchanged (AZ-NAS scores it -inf)")
+    if g_in.shape[2:] != g_out.shape[2:]:
+        g_in = nn.functional.pixel_unshuffle(g_in, g_in.shape[2] // g_out.shape[2])
+    bo, co, ho, wo = g_out.shape
+    g_out = g_out.permute(0, 2, 3, 1).reshape(bo * ho * wo, co)
+    g_in = g_in.permute(0, 2, 3, 1).reshape(-1, g_in.shape[1])
+    jacobian = g_in.t() @ g_out / (bo * ho * wo)
+    largest = float(torch.linalg.svdvals(jacobian).max())
+    return -largest - 1.0 / (largest + SINGULAR_EPS) + 2.0
+
+
+def az_nas_components(model: nn.Module, inputs: torch.Tensor, generator: torch.Generator) -> AzNasComponents:
+    """Expressivity, progressivity and trainability of ``model`` (already initialised) on ``inputs``.
+
+    ``generator`` draws the Rademacher output gradients, last block first (AZ-NAS's order).
+    """
+    with torch.enable_grad():
+        features = block_features(model, inputs)
+        entropies = [feature_entropy(f) for f in features]
+        scores = [block_trainability(features[i - 1], features[i], generator) for i in reversed(range(1, len(features)))]
+    expressivity = sum(entropies)
+    progressivity = min(b - a for a, b in zip(entropies, entropies[1:]))
+    trainability = sum(scores) / len(scores)
+    for name, value in (("expressivity", expressivity), ("progressivity", progressivity), ("trainability", trainability)):
+        if not math.isfinite(value):
+            raise ProxyError(f"az_{name}: not finite ({value}); the features are degenerate (e.g. all zero)")
+    return AzNasComponents(expressivity, progressivity, trainability)
+
+
+def context_components(ctx: ScoringContext) -> AzNasComponents:
+    """The components for ``ctx``'s architecture, computed once and shared by the three proxies."""
+
+    def compute() -> AzNasComponents:
+        model = ctx.copy_model()
+        generator = ctx.generator(salt=_SALT)
+        kaiming_init(model, "fan_in", generator)
+        model.train()
+        shape = (ctx.batch.batch_size, ctx.batch.inputs.shape[1], ctx.batch.resolution, ctx.batch.resolution)
+        inputs = torch.randn(shape, generator=generator).to(ctx.device)
+        return az_nas_components(model, inputs, generator)
+
+    return ctx.shared(SHARED_KEY, compute)  # type: ignore[return-value]
+
+
+@PROXIES.register("az_expressivity")
+class AzExpressivity(Proxy):
+    """Sum over blocks of the eigen-spectrum entropy of the channel covariance (AZ-NAS)."""
+
+    name = "az_expressivity"
+    needs_data = False
+    convention = "sum of feature eigen-spectrum entropies (AZ-NAS expressivity); larger = better"
+
+    def compute(self, ctx: ScoringContext) -> float:
+        return context_components(ctx).expressivity
+
+
+@PROXIES.register("az_progressivity")
+class AzProgressivity(Proxy):
+    """Smallest entropy increase from one block to the next (AZ-NAS)."""
+
+    name = "az_progressivity"
+    needs_data = False
+    convention = "minimum block-to-block expressivity gain (AZ-NAS progressivity); larger = better"
+
+    def compute(self, ctx: ScoringContext) -> float:
+        return context_components(ctx).progressivity
+
+
+@PROXIES.register("az_trainability")
+class AzTrainability(Proxy):
+    """Mean over blocks of 2 - s - 1/s, s = spectral norm of the block Jacobian estimate (AZ-NAS)."""
+
+    name = "az_trainability"
+    needs_data = False
+    convention = "mean of 2 - s - 1/s over blocks, 0 at s = 1 (AZ-NAS trainability); larger = better"
+
+    def compute(self, ctx: ScoringContext) -> float:
+        return context_components(ctx).trainability
+
+
+@PROXIES.register("az_complexity")
+class AzComplexity(Flops):
+    """AZ-NAS's complexity component: multiply-adds per image in millions (same number as ``flops``)."""
+
+    name = "az_complexity"
+    convention = "multiply-adds per image (millions), AZ-NAS complexity; larger = better"
