@@ -17,8 +17,10 @@ NB201 on random inputs, not images). The network's block features f_0 (stem), f_
 AZ-NAS combines the four by the sum of log-ranks inside a population; that aggregation is
 population-dependent and lives with the proxy ensembles, not here. The three data
 components share one forward and one backward per architecture (``ScoringContext.shared``).
-A block that passes gradients unchanged (output == input, e.g. an all-skip cell) gets
-trainability -inf from AZ-NAS; here that, and any NaN, is a ProxyError.
+A block that passes gradients unchanged (output == input, e.g. a cell whose only path is a
+skip) gets trainability -inf from AZ-NAS; a covariance with a zero or round-off negative
+eigenvalue (all-zero features; some parameter-free cells) makes an entropy NaN, which AZ-NAS
+also reports as -inf. Here both are ProxyErrors of the component concerned.
 """
 from __future__ import annotations
 
@@ -41,11 +43,25 @@ _SALT = 0xA2A5
 
 @dataclass(frozen=True)
 class AzNasComponents:
-    """The three data-dependent AZ-NAS components of one network."""
+    """The three data-dependent AZ-NAS components of one network; a degenerate network gets
+    AZ-NAS's own values (-inf trainability for an identity block, NaN entropies for all-zero
+    features), which the proxies turn into ProxyErrors with the reason."""
 
     expressivity: float
     progressivity: float
     trainability: float
+
+    def value(self, component: str) -> float:
+        """One component, or a ProxyError saying why AZ-NAS would not rank it."""
+        value = getattr(self, component)
+        if math.isfinite(value):
+            return value
+        if component == "trainability" and value == -math.inf:
+            raise ProxyError("az_trainability: a block passes gradients unchanged (AZ-NAS scores it -inf)")
+        raise ProxyError(
+            f"az_{component}: not finite ({value}): a block's channel covariance has a zero or round-off "
+            "negative eigenvalue (e.g. all-zero features), so its entropy is undefined (AZ-NAS scores it -inf)"
+        )
 
 
 def block_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -78,11 +94,12 @@ def feature_entropy(feature: torch.Tensor) -> float:
 
 
 def block_trainability(f_in: torch.Tensor, f_out: torch.Tensor, generator: torch.Generator) -> float:
-    """2 - s - 1/s for the largest singular value s of E[g_in g_out^T] (Rademacher g_out)."""
+    """2 - s - 1/s for the largest singular value s of E[g_in g_out^T] (Rademacher g_out);
+    -inf, as in AZ-NAS, when the block passes the gradient unchanged."""
     g_out = (torch.bernoulli(torch.full_like(f_out, 0.5), generator=generator) - 0.5) * 2
     (g_in,) = torch.autograd.grad(f_out, f_in, grad_outputs=g_out, retain_graph=False)
     if g_in.shape == g_out.shape and torch.equal(g_in, g_out):
-        raise ProxyError("az_trainability: a block passes gradients unchanged (AZ-NAS scores it -inf)")
+        return -math.inf  # an identity block: AZ-NAS's value
     if g_in.shape[2:] != g_out.shape[2:]:
         g_in = nn.functional.pixel_unshuffle(g_in, g_in.shape[2] // g_out.shape[2])
     bo, co, ho, wo = g_out.shape
@@ -102,13 +119,12 @@ def az_nas_components(model: nn.Module, inputs: torch.Tensor, generator: torch.G
         features = block_features(model, inputs)
         entropies = [feature_entropy(f) for f in features]
         scores = [block_trainability(features[i - 1], features[i], generator) for i in reversed(range(1, len(features)))]
-    expressivity = sum(entropies)
-    progressivity = min(b - a for a, b in zip(entropies, entropies[1:]))
-    trainability = sum(scores) / len(scores)
-    for name, value in (("expressivity", expressivity), ("progressivity", progressivity), ("trainability", trainability)):
-        if not math.isfinite(value):
-            raise ProxyError(f"az_{name}: not finite ({value}); the features are degenerate (e.g. all zero)")
-    return AzNasComponents(expressivity, progressivity, trainability)
+    gains = [b - a for a, b in zip(entropies, entropies[1:])]
+    return AzNasComponents(
+        expressivity=sum(entropies),
+        progressivity=math.nan if any(math.isnan(g) for g in gains) else min(gains),  # np.min keeps NaN
+        trainability=sum(scores) / len(scores),
+    )
 
 
 def context_components(ctx: ScoringContext) -> AzNasComponents:
@@ -135,7 +151,7 @@ class AzExpressivity(Proxy):
     convention = "sum of feature eigen-spectrum entropies (AZ-NAS expressivity); larger = better"
 
     def compute(self, ctx: ScoringContext) -> float:
-        return context_components(ctx).expressivity
+        return context_components(ctx).value("expressivity")
 
 
 @PROXIES.register("az_progressivity")
@@ -147,7 +163,7 @@ class AzProgressivity(Proxy):
     convention = "minimum block-to-block expressivity gain (AZ-NAS progressivity); larger = better"
 
     def compute(self, ctx: ScoringContext) -> float:
-        return context_components(ctx).progressivity
+        return context_components(ctx).value("progressivity")
 
 
 @PROXIES.register("az_trainability")
@@ -159,7 +175,7 @@ class AzTrainability(Proxy):
     convention = "mean of 2 - s - 1/s over blocks, 0 at s = 1 (AZ-NAS trainability); larger = better"
 
     def compute(self, ctx: ScoringContext) -> float:
-        return context_components(ctx).trainability
+        return context_components(ctx).value("trainability")
 
 
 @PROXIES.register("az_complexity")
