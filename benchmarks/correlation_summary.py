@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 # BASELINES.md: zero-cost-nas notebook (Abdelfattah et al., ICLR 2021), all 15,625 cells;
-# NASWOT and ZiCo from their own papers (approximate).
+# NASWOT, ZiCo and MeCo from their own papers (approximate).
 PUBLISHED = {
     "grad_norm": (0.594, 0.637, 0.578),
     "snip": (0.596, 0.637, 0.578),
@@ -28,6 +28,8 @@ PUBLISHED = {
     "flops": (0.752, 0.727, 0.691),
     "naswot": (0.78, 0.80, 0.77),
     "zico": (0.80, 0.81, 0.79),
+    "az_complexity": (0.752, 0.727, 0.691),  # = flops
+    "meco": (0.89, None, None),  # MeCo paper, CIFAR-10
 }
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 TOLERANCE = 0.05

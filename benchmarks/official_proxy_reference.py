@@ -15,7 +15,9 @@ file that tests/test_proxies_official.py checks rznas against:
   rznas's regulariser (mu = 1500, sigma = 1.5e6).
 
 Each cell also gets rznas's own proxy scores (its own seeding) so that the JSON shows the
-measured rank agreement. Example (the command recorded in the committed file):
+measured rank agreement; ``--official-from`` recomputes only those, reusing the official
+values of an earlier file (they do not depend on rznas). Example (the commands recorded
+in the committed file):
 
     git --git-dir=<mirror> archive HEAD | tar -x -C <dir>   # for each repository
     RZNAS_DATA_DIR=../shared/data python benchmarks/official_proxy_reference.py \\
@@ -123,58 +125,92 @@ def official_swap(swap_class, init: Callable, model: torch.nn.Module, inputs: to
     return {"counts": counts, "swap_noreg": mean, "regular_factor": float(regularised.regular_factor), "swap": mean * float(regularised.regular_factor)}
 
 
+_OFFICIAL: dict[str, Any] = {}
+
+
+def official_values(args: argparse.Namespace, space, probe, arch: str) -> dict:
+    """What the three official implementations return for one cell (their code loaded once)."""
+    if not _OFFICIAL:
+        _OFFICIAL["az_nas"] = load_module(args.az_nas / "NB201/ZeroShotProxy/compute_az_nas_score.py", "official_az_nas")
+        _OFFICIAL["meco"] = load_function(args.meco / "correlation/NAS_Bench_201.py", "get_score",
+                                          {"torch": torch, "random": random})
+        sys.path.insert(0, str(args.swap))
+        swap_module = load_module(args.swap / "src/metrics/swap.py", "official_swap")
+        # numpy >= 2 rejects the official count_parameters' np.sum(generator); count the same
+        # parameters (names without "auxiliary", in thousands) with the builtin sum instead
+        swap_module.count_parameters = lambda net: sum(
+            v.numel() for name, v in net.named_parameters() if "auxiliary" not in name) / 1e3
+        _OFFICIAL["swap"] = swap_module.SWAP
+        _OFFICIAL["swap_init"] = load_module(args.swap / "src/utils/utilities.py",
+                                             "official_swap_utilities").network_weight_gaussian_init
+    model = build(space, arch, args.seed)
+    return {
+        "az_nas": official_az_nas(_OFFICIAL["az_nas"], model, args.seed),
+        "meco": float(_OFFICIAL["meco"](copy.deepcopy(model), probe.inputs[:1].clone(), "cpu", measure="meco")),
+        "swap": official_swap(_OFFICIAL["swap"], _OFFICIAL["swap_init"], model, probe.inputs[:SAMPLES].clone(), args.seed),
+    }
+
+
+def official_value(row: dict, proxy: str) -> float | None:
+    if proxy.startswith("az_"):
+        return row["official"]["az_nas"][proxy[3:]]
+    return row["official"]["meco"] if proxy == "meco" else row["official"]["swap"][proxy]
+
+
+def agreement_of(rows: list[dict], proxy: str) -> float | None:
+    """Spearman rho of rznas vs official over the cells both score."""
+    pairs = [(official_value(r, proxy), r["rznas"][proxy]) for r in rows
+             if r["rznas"][proxy] is not None and official_value(r, proxy) is not None]
+    return float(spearmanr(*zip(*pairs))[0]) if len(pairs) >= 3 else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--az-nas", type=Path, required=True, help="checkout of cvlab-yonsei/AZ-NAS")
-    parser.add_argument("--meco", type=Path, required=True, help="checkout of HamsterMimi/MeCo")
-    parser.add_argument("--swap", type=Path, required=True, help="checkout of pym1024/SWAP")
+    parser.add_argument("--az-nas", type=Path, help="checkout of cvlab-yonsei/AZ-NAS")
+    parser.add_argument("--meco", type=Path, help="checkout of HamsterMimi/MeCo")
+    parser.add_argument("--swap", type=Path, help="checkout of pym1024/SWAP")
+    parser.add_argument("--official-from", type=Path, default=None,
+                        help="reuse the official values of an earlier output (same cells and seed); "
+                             "recompute only rznas's scores")
     parser.add_argument("--cells", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0, help="torch seed of each network's init and of the official draws")
     parser.add_argument("--data-dir", default=None, help="shared data folder (default: RZNAS_DATA_DIR)")
     parser.add_argument("--out", type=Path, default=Path("tests/golden/official_proxy_reference.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-
-    az_nas = load_module(args.az_nas / "NB201/ZeroShotProxy/compute_az_nas_score.py", "official_az_nas")
-    meco_get_score = load_function(args.meco / "correlation/NAS_Bench_201.py", "get_score", {"torch": torch, "random": random})
-    sys.path.insert(0, str(args.swap))
-    swap_module = load_module(args.swap / "src/metrics/swap.py", "official_swap")
-    # numpy >= 2 rejects the official count_parameters' np.sum(generator); count the same
-    # parameters (names without "auxiliary", in thousands) with the builtin sum instead
-    swap_module.count_parameters = lambda net: sum(
-        v.numel() for name, v in net.named_parameters() if "auxiliary" not in name) / 1e3
-    swap_init = load_module(args.swap / "src/utils/utilities.py", "official_swap_utilities").network_weight_gaussian_init
-
     space = get_space("nb201")
     probe = make_probe(PROBE["dataset"], data_dir=args.data_dir, batch_size=PROBE["batch_size"],
                        chunks=PROBE["chunks"], seed=PROBE["seed"])
+    cells = pick_cells(args.cells, args.data_dir)
+    if args.official_from is not None:
+        earlier = json.loads(args.official_from.read_text())
+        if [c["arch"] for c in earlier["cells"]] != cells or earlier["seed"] != args.seed:
+            raise SystemExit(f"{args.official_from} holds other cells or another seed")
+        official = [c["official"] for c in earlier["cells"]]
+        official_command = earlier.get("official_command", earlier["command"])
+    else:
+        if not (args.az_nas and args.meco and args.swap):
+            raise SystemExit("give the --az-nas, --meco and --swap checkouts, or --official-from")
+        official, official_command = [], None
     rows = []
-    for index, arch in enumerate(pick_cells(args.cells, args.data_dir)):
+    for index, arch in enumerate(cells):
         start = time.perf_counter()
-        model = build(space, arch, args.seed)
-        row: dict[str, Any] = {"arch": arch, "official": {}, "rznas": {}}
-        row["official"]["az_nas"] = official_az_nas(az_nas, model, args.seed)
-        row["official"]["meco"] = float(meco_get_score(copy.deepcopy(model), probe.inputs[:1].clone(), "cpu", measure="meco"))
-        row["official"]["swap"] = official_swap(swap_module.SWAP, swap_init, model, probe.inputs[:SAMPLES].clone(), args.seed)
-        results = evaluate(model, probe, [get_proxy(name) for name in RZNAS_PROXIES], seed=0)
-        row["rznas"] = {name: result.value for name, result in results.items()}
-        row["rznas_errors"] = {name: result.error for name, result in results.items() if not result.ok}
-        rows.append(row)
+        if args.official_from is None:
+            official.append(official_values(args, space, probe, arch))
+        results = evaluate(build(space, arch, args.seed), probe, [get_proxy(name) for name in RZNAS_PROXIES], seed=0)
+        rows.append({
+            "arch": arch,
+            "official": official[index],
+            "rznas": {name: result.value for name, result in results.items()},
+            "rznas_errors": {name: result.error for name, result in results.items() if not result.ok},
+        })
         print(f"[{index + 1}/{args.cells}] {arch} {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
-    def official_value(row: dict, proxy: str) -> float:
-        if proxy.startswith("az_"):
-            return row["official"]["az_nas"][proxy[3:]]
-        return row["official"]["meco"] if proxy == "meco" else row["official"]["swap"][proxy]
-
-    def agreement_of(proxy: str) -> float | None:
-        pairs = [(official_value(r, proxy), r["rznas"][proxy]) for r in rows
-                 if r["rznas"][proxy] is not None and official_value(r, proxy) is not None]
-        return float(spearmanr(*zip(*pairs))[0]) if len(pairs) >= 3 else None
-
-    agreement = {proxy: agreement_of(proxy) for proxy in RZNAS_PROXIES}
+    agreement = {proxy: agreement_of(rows, proxy) for proxy in RZNAS_PROXIES}
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     report = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "command": command,
+        "official_command": official_command or command,
         "official_code": {
             "az_nas": "github.com/cvlab-yonsei/AZ-NAS NB201/ZeroShotProxy/compute_az_nas_score.py",
             "meco": "github.com/HamsterMimi/MeCo correlation/NAS_Bench_201.py get_score(measure='meco')",

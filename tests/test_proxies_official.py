@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 from rznas.data.probe import ProbeBatch, make_probe
 from rznas.errors import ProxyError
 from rznas.proxies import evaluate, get_proxy
-from rznas.proxies.az_nas import az_nas_components
+from rznas.proxies.az_nas import az_nas_components, block_features
 from rznas.proxies.meco import meco_score
 from rznas.proxies.size import count_parameters
 from rznas.proxies.swap import SAMPLES, Swap, activation_pattern_count, size_regulariser
@@ -56,7 +56,7 @@ def network(arch: str) -> torch.nn.Module:
 def test_reference_covers_enough_cells_and_degenerate_ones():
     assert len(CELLS) >= 8
     # checked cells include an identity block (output = input), trainability -inf in AZ-NAS,
-    # and a parameter-free cell whose entropies are NaN there (reported -inf)
+    # and a parameter-free cell whose entropies are NaN there (round-off; reported -inf)
     assert any(cell["official"]["az_nas"]["trainability"] is None for cell in CELLS)
     assert any(cell["official"]["az_nas"]["expressivity"] is None for cell in CELLS)
 
@@ -70,12 +70,26 @@ def test_az_nas_components_equal_the_official_code(index):
     kaiming_init(model, "fan_in", torch.default_generator)
     model.train()
     inputs = torch.randn(REFERENCE["probe"]["batch_size"], 3, 32, 32)
+    if official["expressivity"] is None:
+        # AZ-NAS's NaN here comes from round-off: some block's covariance has a slightly negative
+        # eigenvalue (log of a negative probability); rznas clamps it to 0 and stays finite
+        smallest = min(
+            float(torch.linalg.eigvalsh(torch.cov(f.detach().permute(1, 0, 2, 3).reshape(f.shape[1], -1),
+                                                  correction=0)).min())
+            for f in block_features(model, inputs)
+        )
+        assert smallest < 0
+        torch.manual_seed(SEED)
+        kaiming_init(model, "fan_in", torch.default_generator)
+        inputs = torch.randn(REFERENCE["probe"]["batch_size"], 3, 32, 32)
     ours = az_nas_components(model, inputs, torch.default_generator)
     for key in AZ:
-        if official[key] is None:  # AZ-NAS's -inf (or NaN): a ProxyError for the registered proxy
-            assert not math.isfinite(getattr(ours, key)), key
-            with pytest.raises(ProxyError, match="-inf"):
+        if official[key] is None and key == "trainability":  # an identity block: AZ-NAS's -inf
+            assert ours.trainability == -math.inf
+            with pytest.raises(ProxyError, match="unchanged"):
                 ours.value(key)
+        elif official[key] is None:
+            assert math.isfinite(ours.value(key)), key
         else:
             assert ours.value(key) == pytest.approx(official[key], rel=1e-4, abs=1e-5), key
 
@@ -112,26 +126,40 @@ def official_value(cell: dict, proxy: str) -> float | None:
     return cell["official"]["meco"] if proxy == "meco" else cell["official"]["swap"][proxy]
 
 
-def rank_agreement(proxy: str, probe: ProbeBatch) -> float:
-    ours, theirs = [], []
-    for cell in CELLS:
-        result = evaluate(network(cell["arch"]), probe, [get_proxy(proxy)], seed=0)[proxy]
-        expected = official_value(cell, proxy)
-        if expected is None:
-            assert not result.ok, f"{proxy} scored {cell['arch']}, which the official code gives -inf"
-            continue
-        assert result.ok, result.error
-        ours.append(result.value)
-        theirs.append(expected)
-    return float(spearmanr(ours, theirs)[0])
+FAST = ("az_expressivity", "az_progressivity", "az_trainability", "meco")
+SLOW = ("swap_noreg", "swap")
 
 
-@pytest.mark.parametrize("proxy", ["az_expressivity", "az_trainability", "meco"])
-def test_registered_proxies_rank_cells_as_the_official_code(proxy, probe):
-    assert rank_agreement(proxy, probe) >= 0.9
+def rznas_scores(names: tuple[str, ...], probe: ProbeBatch) -> list[dict]:
+    """Every cell scored by the registered proxies, rznas's own seeding (one shared context)."""
+    return [evaluate(network(cell["arch"]), probe, [get_proxy(n) for n in names], seed=0) for cell in CELLS]
+
+
+@pytest.fixture(scope="module")
+def fast_scores(probe) -> list[dict]:
+    return rznas_scores(FAST, probe)
+
+
+@pytest.fixture(scope="module")
+def slow_scores(probe) -> list[dict]:
+    return rznas_scores(SLOW, probe)
+
+
+def rank_agreement(proxy: str, scores: list[dict]) -> float:
+    """Spearman rho between rznas's proxy and the official values over the cells both score
+    (which cells AZ-NAS gives -inf depends on the random draws: those are left out)."""
+    pairs = [(row[proxy].value, official_value(cell, proxy)) for cell, row in zip(CELLS, scores)
+             if row[proxy].ok and official_value(cell, proxy) is not None]
+    assert len(pairs) >= 8, f"{proxy}: only {len(pairs)} cells scored by both"
+    return float(spearmanr(*zip(*pairs))[0])
+
+
+@pytest.mark.parametrize("proxy", FAST)
+def test_registered_proxies_rank_cells_as_the_official_code(proxy, fast_scores):
+    assert rank_agreement(proxy, fast_scores) >= 0.9
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("proxy", ["swap_noreg", "swap"])
-def test_registered_swap_ranks_cells_as_the_official_code(proxy, probe):
-    assert rank_agreement(proxy, probe) >= 0.9
+@pytest.mark.parametrize("proxy", SLOW)
+def test_registered_swap_ranks_cells_as_the_official_code(proxy, slow_scores):
+    assert rank_agreement(proxy, slow_scores) >= 0.9

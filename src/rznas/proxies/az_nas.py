@@ -18,9 +18,12 @@ AZ-NAS combines the four by the sum of log-ranks inside a population; that aggre
 population-dependent and lives with the proxy ensembles, not here. The three data
 components share one forward and one backward per architecture (``ScoringContext.shared``).
 A block that passes gradients unchanged (output == input, e.g. a cell whose only path is a
-skip) gets trainability -inf from AZ-NAS; a covariance with a zero or round-off negative
-eigenvalue (all-zero features; some parameter-free cells) makes an entropy NaN, which AZ-NAS
-also reports as -inf. Here both are ProxyErrors of the component concerned.
+skip) gets trainability -inf from AZ-NAS, and a ProxyError of az_trainability here; all-zero
+features (no input-output path) make the entropies NaN there and ProxyErrors here. One
+deliberate difference: AZ-NAS also gets NaN when round-off makes a covariance eigenvalue
+slightly negative (rank-deficient features, e.g. small batches or parameter-free NB201
+cells); rznas clamps those eigenvalues to 0 (a covariance has none below 0), so such
+networks get a finite expressivity instead of AZ-NAS's -inf.
 """
 from __future__ import annotations
 
@@ -59,8 +62,8 @@ class AzNasComponents:
         if component == "trainability" and value == -math.inf:
             raise ProxyError("az_trainability: a block passes gradients unchanged (AZ-NAS scores it -inf)")
         raise ProxyError(
-            f"az_{component}: not finite ({value}): a block's channel covariance has a zero or round-off "
-            "negative eigenvalue (e.g. all-zero features), so its entropy is undefined (AZ-NAS scores it -inf)"
+            f"az_{component}: not finite ({value}): some block's features are all zero (e.g. no path from "
+            "input to output), so their eigen-spectrum entropy is undefined (AZ-NAS scores it -inf)"
         )
 
 
@@ -88,7 +91,9 @@ def feature_entropy(feature: torch.Tensor) -> float:
     flat = feature.detach().permute(0, 2, 3, 1).reshape(b * h * w, c)
     flat = flat - flat.mean(dim=0, keepdim=True)
     covariance = flat.t() @ flat / flat.shape[0]
-    eigenvalues = torch.linalg.eigvalsh(covariance)
+    # a covariance is positive semi-definite: negative eigenvalues are round-off (rank-deficient
+    # features, b*h*w < c); AZ-NAS takes log(p + 1e-8) of them and gets NaN, here they count as 0
+    eigenvalues = torch.linalg.eigvalsh(covariance).clamp(min=0)
     p = eigenvalues / eigenvalues.sum()
     return float((-p * torch.log(p + ENTROPY_EPS)).sum())
 
