@@ -45,6 +45,7 @@ from scipy.stats import spearmanr
 from rznas.benchmarks.nb201_table import open_nb201
 from rznas.data.probe import make_probe
 from rznas.proxies import evaluate, get_proxy
+from rznas.proxies.az_nas import stem_cell_features
 from rznas.proxies.swap import REPEATS, SAMPLES, Swap
 from rznas.spaces import get_space
 from rznas.spaces.nb201 import EDGES
@@ -102,7 +103,7 @@ def build(space, arch: str, seed: int) -> torch.nn.Module:
 def official_az_nas(module, model: torch.nn.Module, seed: int) -> dict[str, float]:
     model = copy.deepcopy(model)
     model.cuda = lambda *args, **kwargs: model  # the official function moves the model to CUDA
-    model.extract_cell_features = model.cell_features
+    model.extract_cell_features = lambda x: stem_cell_features(model, x)  # the features AZ-NAS reads
     torch.manual_seed(seed)
     info = module.compute_nas_score(model, gpu=None, trainloader=None, resolution=32, batch_size=64)
     # AZ-NAS reports -inf for degenerate cells (e.g. trainability of a block that is the identity)

@@ -4,7 +4,8 @@ As AZ-NAS's NB201 ``compute_az_nas_score``: on a private copy, conv/linear weigh
 kaiming-normal (fan_in, ReLU gain), biases 0, BN weight 1 / bias 0, BN in train mode;
 the input is Gaussian noise with the probe's batch size and resolution (AZ-NAS scores
 NB201 on random inputs, not images). The network's block features f_0 (stem), f_1 .. f_L
-(every cell and reduction block) come from the model's ``cell_features(x)`` method.
+(every cell and reduction block) are read as ``block_features`` describes (a model's own
+``cell_features(x)`` method, else the layout of rznas's NB201, DARTS or macro networks).
 
 - expressivity = sum_l H(f_l), with H the entropy of the normalised eigenvalues of the
   channel covariance of f_l over batch x positions (isotropic features score high);
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -67,16 +69,64 @@ class AzNasComponents:
         )
 
 
+def stem_cell_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """NB201 layout (``stem``, then ``cells`` of one-input blocks): the stem's output and every
+    cell's and reduction block's output; the head is not run (AZ-NAS's extract_cell_features)."""
+    features = [model.stem(inputs)]
+    for block in model.cells:
+        features.append(block(features[-1]))
+    return features
+
+
+def two_input_cell_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """DARTS layout (cells read the two previous states): the stem's output and every cell's."""
+    s0 = s1 = model.stem(inputs)
+    features = [s1]
+    for cell in model.cells:
+        s0, s1 = s1, cell(s0, s1, model.drop_path_prob)
+        features.append(s1)
+    return features
+
+
+def sequential_block_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """Macro layout (``blocks`` in sequence): every block's output, a block-level analogue of
+    AZ-NAS's MobileNet code (which reads every ReLU output inside the blocks)."""
+    features, x = [], inputs
+    for block in model.blocks:
+        x = block(x)
+        features.append(x)
+    return features
+
+
+def _method_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    method = getattr(model, "cell_features", None) or getattr(model, "extract_cell_features")
+    return list(method(inputs))
+
+
+#: how to read a network's block features, first match wins: a method the model provides,
+#: else the layout of rznas's own networks (read from outside so their source, which the
+#: mutation prompt shows the LLM, stays as it is)
+FEATURE_LAYOUTS: tuple[tuple[str, Callable[[nn.Module], bool], Callable], ...] = (
+    ("cell_features method", lambda m: callable(getattr(m, "cell_features", None))
+     or callable(getattr(m, "extract_cell_features", None)), _method_features),
+    ("DARTS stem + two-input cells", lambda m: all(hasattr(m, a) for a in ("stem", "cells", "drop_path_prob")),
+     two_input_cell_features),
+    ("NB201 stem + cells", lambda m: hasattr(m, "stem") and isinstance(getattr(m, "cells", None), nn.Module),
+     stem_cell_features),
+    ("macro blocks", lambda m: isinstance(getattr(m, "blocks", None), nn.ModuleList), sequential_block_features),
+)
+
+
 def block_features(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
-    """f_0 .. f_L from ``model.cell_features(inputs)`` (or AZ-NAS's ``extract_cell_features``)."""
-    for method in ("cell_features", "extract_cell_features"):
-        if callable(getattr(model, method, None)):
-            features = list(getattr(model, method)(inputs))
+    """f_0 .. f_L: the block-wise features AZ-NAS scores, by the first matching layout."""
+    for _, matches, extract in FEATURE_LAYOUTS:
+        if matches(model):
+            features = extract(model, inputs)
             break
     else:
         raise ProxyError(
-            "az_nas: the model has no cell_features(x) method listing its block outputs "
-            "(NB201 networks have one)"
+            "az_nas: cannot find the model's blocks: give it a cell_features(x) method returning the "
+            "stem's and every block's output (rznas's NB201, DARTS and macro networks are read directly)"
         )
     if len(features) < 2:
         raise ProxyError(f"az_nas: needs at least 2 block features, the model gave {len(features)}")

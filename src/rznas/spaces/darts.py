@@ -263,16 +263,6 @@ class NetworkCIFAR(nn.Module):
                 aux_logits = self.auxiliary_head(s1)
         return s1, aux_logits
 
-    def cell_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The stem's output and every cell's output, in order (the block-wise features AZ-NAS
-        scores; each cell also reads the one before its predecessor)."""
-        s0 = s1 = self.stem(x)
-        features = [s1]
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            features.append(s1)
-        return features
-
     def forward_pre_gap(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map of the last cell, before global average pooling."""
         return self._features(x)[0]

@@ -395,15 +395,6 @@ class MacroNetwork(nn.Module):
                 features.append(x)
         return features
 
-    def cell_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every block, in order: the block-wise features AZ-NAS scores (its
-        MobileNet code reads the ReLU outputs inside the blocks; here the block is the unit)."""
-        features = []
-        for block in self.blocks:
-            x = block(x)
-            features.append(x)
-        return features
-
     def feature_modules(self) -> list[nn.Module]:
         """The blocks whose outputs are the multi-scale features (for hooks)."""
         return [self.blocks[i] for i in self.feature_indices]

@@ -124,14 +124,6 @@ class NB201Network(nn.Module):
         features = self.lastact(self.cells(self.stem(x)))
         return self.classifier(torch.flatten(self.global_pooling(features), 1))
 
-    def cell_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The stem's output and every cell's and reduction block's output, in order (the
-        block-wise features AZ-NAS scores); the head is not run."""
-        features = [self.stem(x)]
-        for block in self.cells:
-            features.append(block(features[-1]))
-        return features
-
     def thin_network(self) -> "NB201Network":
         """A fresh thin twin (C=1, N=1, same cell) for TE-NAS's linear-region count."""
         return NB201Network(self.genotype, self.classifier.out_features, channels=1, cells_per_stage=1)
