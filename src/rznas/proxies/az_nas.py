@@ -238,4 +238,4 @@ class AzComplexity(Flops):
     """AZ-NAS's complexity component: multiply-adds per image in millions (same number as ``flops``)."""
 
     name = "az_complexity"
-    convention = "multiply-adds per image (millions), AZ-NAS complexity; larger = better"
+    convention = "multiply-adds per image (millions) at the probe's resolution, AZ-NAS complexity; larger = better"
