@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
 from .arch import Architecture
 from .errors import ConfigError
+from .proxies.base import ProxyResult
 from .search.trial import Outcome, TrialState
 
 CACHE_ENV = "RZNAS_CACHE_DIR"
@@ -329,6 +330,39 @@ class CachedEvaluator:
         return outcome
 
 
+class ReferenceCache:
+    """The cache as an ensemble's :class:`~rznas.fitness.ReferenceStore`: one context per component,
+    keyed by ``settings_for(proxy)``, so reference scores are computed once and shared by every
+    ensemble (and every run) that uses the same component, probe and seed."""
+
+    def __init__(self, cache: ScoreCache, settings_for: Callable[[str], Mapping[str, Any]]):
+        self.cache = cache
+        self.settings_for = settings_for
+        self._contexts: dict[str, Context] = {}
+
+    def _context(self, proxy: str) -> Context:
+        if proxy not in self._contexts:
+            self._contexts[proxy] = self.cache.context(self.settings_for(proxy))
+        return self._contexts[proxy]
+
+    def get(self, proxy: str, arch: Architecture) -> ProxyResult | None:
+        outcome = self.cache.get(self._context(proxy), arch)
+        if outcome is None:
+            return None
+        seconds = float(outcome.measurements.get("seconds", 0.0))
+        if outcome.state is TrialState.COMPLETE:
+            return ProxyResult(proxy, outcome.score, seconds)
+        return ProxyResult(proxy, None, seconds, outcome.reason)
+
+    def put(self, proxy: str, arch: Architecture, result: ProxyResult) -> None:
+        measurements = {"seconds": result.seconds}
+        if result.ok:
+            outcome = Outcome(TrialState.COMPLETE, arch, score=result.value, measurements=measurements)
+        else:
+            outcome = Outcome(TrialState.PROXY_ERROR, arch, reason=str(result.error), measurements=measurements)
+        self.cache.put(self._context(proxy), outcome)
+
+
 def write_export(rows: Iterable[dict[str, Any]], out: TextIO, fmt: str) -> int:
     """Write cache rows as JSON lines or CSV; returns the number of rows."""
     count = 0
@@ -355,6 +389,7 @@ __all__ = [
     "CachedEvaluator",
     "Context",
     "ContextSummary",
+    "ReferenceCache",
     "ScoreCache",
     "context_key",
     "default_cache_path",

@@ -11,6 +11,7 @@ search seeds and proposers.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -20,6 +21,7 @@ from torch import nn
 
 from .arch import Architecture
 from .data.probe import ProbeBatch
+from .errors import ConfigError
 from .proxies import Proxy, ProxyResult, evaluate
 from .spaces import SearchSpace
 
@@ -28,6 +30,29 @@ def arch_seed(seed: int, arch: Architecture) -> int:
     """Per-architecture seed (32 bits) from the score seed and the arch id (independent of order)."""
     digest = hashlib.sha256(f"{seed}:{arch.id}".encode()).hexdigest()
     return int(digest[:8], 16)
+
+
+def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
+    """``n`` distinct architectures; a smaller ``n`` with the same seed gives a prefix
+    (the correlation benchmark's sample and an ensemble's reference sample)."""
+    if n < 1:
+        raise ConfigError(f"the number of samples must be positive, got {n}")
+    rng = random.Random(seed)
+    enumerate_all = getattr(space, "all_architectures", None)
+    if enumerate_all is not None:
+        population = list(enumerate_all())
+        if n > len(population):
+            raise ConfigError(f"space {space.name} has only {len(population)} architectures; {n} were requested")
+        rng.shuffle(population)
+        return population[:n]
+    seen: dict[Architecture, None] = {}
+    attempts = 0
+    while len(seen) < n:
+        attempts += 1
+        if attempts > 100 * n + 1000:
+            raise ConfigError(f"could not draw {n} distinct architectures from space {space.name}")
+        seen.setdefault(space.sample(rng), None)
+    return list(seen)
 
 
 def build_seeded(space: SearchSpace, arch: Architecture, *, seed: int, num_classes: int) -> nn.Module:
@@ -74,4 +99,6 @@ def score_architecture(
     return ArchScores(results, built - start, time.perf_counter() - start)
 
 
-__all__ = ["ArchScores", "arch_seed", "build_seeded", "chunks_needed", "score_architecture", "score_model"]
+__all__ = [
+    "ArchScores", "arch_seed", "build_seeded", "chunks_needed", "sample_architectures", "score_architecture", "score_model",
+]

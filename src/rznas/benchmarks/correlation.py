@@ -36,7 +36,7 @@ from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe, parse_data_spec
 from ..errors import ConfigError, DataError
 from ..proxies import Proxy, ProxyResult, evaluate, get_proxy
 from ..registry import Registry
-from ..scoring import ArchScores, arch_seed, chunks_needed, score_architecture
+from ..scoring import ArchScores, arch_seed, chunks_needed, sample_architectures, score_architecture
 from ..spaces import SearchSpace, get_space
 from .nb201_table import GroundTruth, open_nb201
 
@@ -51,30 +51,7 @@ GROUND_TRUTH: Registry[Callable[..., GroundTruth]] = Registry("benchmark space")
 GROUND_TRUTH.register("nb201")(open_nb201)
 
 
-# --- seeding and sampling ---------------------------------------------------------------
-
-
-def sample_architectures(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
-    """``n`` distinct architectures; a smaller ``n`` with the same seed gives a prefix."""
-    if n < 1:
-        raise ConfigError(f"the number of samples must be positive, got {n}")
-    rng = random.Random(seed)
-    enumerate_all = getattr(space, "all_architectures", None)
-    if enumerate_all is not None:
-        population = list(enumerate_all())
-        if n > len(population):
-            raise ConfigError(f"space {space.name} has only {len(population)} architectures; {n} were requested")
-        rng.shuffle(population)
-        return population[:n]
-    seen: dict[Architecture, None] = {}
-    attempts = 0
-    while len(seen) < n:
-        attempts += 1
-        if attempts > 100 * n + 1000:
-            raise ConfigError(f"could not draw {n} distinct architectures from space {space.name}")
-        seen.setdefault(space.sample(rng), None)
-    return list(seen)
-
+# --- seeding, sampling and scoring live in rznas.scoring (re-exported here) --------------
 
 # --- configuration and probe choice -------------------------------------------------------
 

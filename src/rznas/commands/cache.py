@@ -49,7 +49,9 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
         "settings reads these scores.",
     )
     pre.add_argument("--space", default="nb201", help="a space that can enumerate its cells (default nb201)")
-    pre.add_argument("--proxy", required=True, help="proxy name (see `rznas list proxies`)")
+    pre.add_argument("--proxy", required=True, help="proxy or ensemble name, e.g. zico or zico+naswot+synflow (see `rznas list proxies`)")
+    pre.add_argument("--reference-size", type=int, default=None, metavar="R", help="ensembles: reference cells (default 256)")
+    pre.add_argument("--reference-seed", type=int, default=None, metavar="S", help="ensembles: reference seed (default 0)")
     pre.add_argument("--data", "--probe-data", dest="data", default=None, help="probe data: gaussian (default), cifar10, cifar100")
     pre.add_argument("--data-dir", help="data folder (else $RZNAS_DATA_DIR)")
     pre.add_argument("--batch-size", type=int, default=None, help="probe batch size (default: the search's, 64)")
@@ -177,16 +179,23 @@ def precompute(args: argparse.Namespace) -> int:
         "score_seed": args.seed,
         "max_params": args.max_params,
         "max_flops": args.max_flops,
+        "reference_size": args.reference_size,
+        "reference_seed": args.reference_seed,
     }
     config = SearchConfig().replace(**{k: v for k, v in given.items() if v is not None})
     space = get_space(config.space)
     enumerate_all = getattr(space, "all_architectures", None)
     if enumerate_all is None:
         raise ConfigError(f"space {config.space!r} cannot enumerate its architectures; precompute needs one that can (nb201)")
-    spec = EvaluatorSpec.from_config(config)
-    spec.build()  # fail early (unknown proxy, missing data) before any worker starts
     cache = ScoreCache.open(args.cache)
-    executor = create_executor(args.executor, spec, workers=args.workers, ray_address=args.ray_address)
+    try:
+        # an ensemble's reference is scored (or read) once here, so that workers never rescore it
+        spec = EvaluatorSpec.from_config(config).with_references(cache, None if args.quiet else sys.stderr)
+        spec.build()  # fail early (unknown proxy, missing data) before any worker starts
+        executor = create_executor(args.executor, spec, workers=args.workers, ray_address=args.ray_address)
+    except BaseException:
+        cache.close()
+        raise
     with cache, executor:
         context = cache.context(executor.factory.cache_settings())  # type: ignore[attr-defined]
         known = cache.known_ids(context)

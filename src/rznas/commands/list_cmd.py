@@ -39,7 +39,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         from ..proxies import PROXIES
 
+        from ..errors import UnknownName
+        from ..fitness import ENSEMBLES, ensemble_spec
+
         for name in PROXIES.names():
             proxy = PROXIES.get(name)
             print(f"{name:12s} {proxy.convention}{_origin(PROXIES, name)}")
+        print("\nnamed ensembles (or join any proxies with '+', e.g. zico+naswot+synflow; see docs/proxies.md):")
+        for name in ENSEMBLES.names():
+            spec = ENSEMBLES.get(name)
+            try:
+                ensemble_spec(name)
+                state = ""
+            except UnknownName as exc:
+                state = f" [unavailable: {exc}]"
+            print(f"{name:12s} {'+'.join(spec.components)} ({spec.aggregation}){state}")
     return 0

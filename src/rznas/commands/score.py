@@ -31,7 +31,7 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     """Register `rznas score`."""
     parser = subparsers.add_parser("score", help="score architectures with zero-cost proxies")
     parser.add_argument("--space", default="nb201", help="search space (default: nb201)")
-    parser.add_argument("--proxy", required=True, help="proxy name(s), comma-separated (see `rznas list proxies`)")
+    parser.add_argument("--proxy", required=True, help="proxy or ensemble name(s), comma-separated: zico, zico+naswot+synflow, az_nas (see `rznas list proxies`)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", help="one architecture in the space's string encoding")
     which.add_argument("--arch-file", type=Path, help="a file with one architecture per line (# comments allowed)")
@@ -44,6 +44,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     parser.add_argument("--batch-size", type=int, default=64, help="probe batch size (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe sample and the weights (default: 0)")
     parser.add_argument("--json", action="store_true", help="one JSON object per (arch, proxy) line")
+    parser.add_argument(
+        "--cache", default="default", metavar="PATH",
+        help="score cache for ensemble reference scores (default: $RZNAS_CACHE_DIR or ~/.cache/rznas; none: off)",
+    )
+    add_reference_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -89,15 +94,41 @@ def read_arch_lines(path: Path) -> list[tuple[int, str]]:
     return lines
 
 
+def add_reference_arguments(parser: argparse.ArgumentParser, *, default: object = 256, seed_default: object = 0) -> None:
+    """--reference-size / --reference-seed: the sample an ensemble ranks its components against."""
+    parser.add_argument(
+        "--reference-size", type=int, default=default, metavar="R",
+        help="ensembles (a+b+c, az_nas): reference cells each component is ranked against (default 256)",
+    )
+    parser.add_argument(
+        "--reference-seed", type=int, default=seed_default, metavar="S",
+        help="ensembles: seed that draws the reference cells (default 0)",
+    )
+
+
+def fitness_components(names: list[str]) -> list[str]:
+    """The proxies that must be scored for ``names`` (ensembles expanded), each once, in order."""
+    from ..fitness import component_names
+
+    ordered: dict[str, None] = {}
+    for name in names:
+        ordered.update(dict.fromkeys(component_names(name)))
+    return list(ordered)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Score each architecture with every proxy; exit 4 when any score failed."""
-    from ..scoring import chunks_needed, score_architecture
-    from ..data.probe import make_probe
+    """Score each architecture with every proxy or ensemble; exit 4 when any score failed."""
+    from ..fitness import ProxyFitness, ensemble_spec
     from ..proxies import get_proxy
+    from ..score_cache import ReferenceCache
+    from ..scoring import chunks_needed, score_architecture
+    from ..search.executors import EvaluatorSpec, ProbeSpec
+    from ..search.runner import open_score_cache
     from ..spaces import get_space
 
     space = get_space(args.space)
-    proxies = [get_proxy(name) for name in parse_names(args.proxy)]
+    names = parse_names(args.proxy)
+    proxies = [get_proxy(name) for name in fitness_components(names)]
     if args.arch is not None:
         archs = [space.decode(args.arch)]
     else:
@@ -109,15 +140,35 @@ def run(args: argparse.Namespace) -> int:
                 raise InvalidArchitecture(f"{args.arch_file}:{number}: {exc}") from None
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
-    probe = make_probe(
-        args.data,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        chunks=chunks_needed(proxies),
-        seed=args.seed,
+    probe_spec = ProbeSpec(
+        dataset=args.data, data_dir=args.data_dir, batch_size=args.batch_size, chunks=chunks_needed(proxies), seed=args.seed
     )
+    probe = probe_spec.make()
     num_classes = probe.num_classes  # the data set's class count (10 for gaussian)
-    units = {proxy.name: score_unit(proxy, probe.resolution) for proxy in proxies}
+    fitnesses = {}
+    cache = None
+    try:
+        for name in names:
+            if ensemble_spec(name) is None:
+                fitnesses[name] = ProxyFitness(get_proxy(name))
+                continue
+            # the same settings as a search's evaluator, so both read one cached reference
+            spec = EvaluatorSpec(
+                space=args.space, proxy=name, probe=probe_spec, score_seed=args.seed,
+                reference_size=args.reference_size, reference_seed=args.reference_seed,
+            )
+            if cache is None:
+                cache = open_score_cache(args.cache)
+            store = ReferenceCache(cache, spec.reference_settings) if cache is not None else None
+            fitnesses[name] = spec.fitness(space, probe, store=store, progress=sys.stderr)
+    finally:
+        if cache is not None:
+            cache.close()
+    # an ensemble's value (a sum of log CDFs) has no unit
+    units = {
+        name: score_unit(fitness.proxy, probe.resolution) if isinstance(fitness, ProxyFitness) else "-"
+        for name, fitness in fitnesses.items()
+    }
     failed = 0
     if not args.json:
         print(
@@ -128,15 +179,18 @@ def run(args: argparse.Namespace) -> int:
     for arch in archs:
         scored = score_architecture(space, arch, probe, proxies, seed=args.seed, num_classes=num_classes)
         text = space.encode(arch)
-        for proxy in proxies:
-            name, result = proxy.name, scored.results[proxy.name]
+        for name, fitness in fitnesses.items():
+            result = fitness.combine(scored.results)
             failed += not result.ok
             if args.json:
                 row = {"arch": text, "proxy": name, "score": result.value, "seconds": result.seconds}
-                if proxy.unit:
+                proxy = getattr(fitness, "proxy", None)
+                if proxy is not None and proxy.unit:
                     row["unit"] = proxy.unit
-                if proxy.at_probe_resolution:
+                if proxy is not None and proxy.at_probe_resolution:
                     row["resolution_px"] = probe.resolution
+                if fitness.components:
+                    row["components"] = result.components
                 if not result.ok:
                     row["error"] = result.error
                 print(json.dumps(row))

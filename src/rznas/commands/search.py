@@ -12,6 +12,8 @@ from . import COMMANDS
 _VALUE_FLAGS = {
     "space": "space",
     "proxy": "proxy",
+    "reference_size": "reference_size",
+    "reference_seed": "reference_seed",
     "proposer": "proposer",
     "llm": "llm",
     "llm_base_url": "llm_base_url",
@@ -66,7 +68,14 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     what = parser.add_argument_group("search")
     what.add_argument("--space", default=s, help="search space (default nb201)")
-    what.add_argument("--proxy", default=s, help="zero-cost proxy (default synflow); see `rznas list proxies`")
+    what.add_argument(
+        "--proxy", default=s,
+        help="zero-cost proxy or ensemble (default synflow; e.g. zico+naswot+synflow, az_nas); see `rznas list proxies`",
+    )
+    what.add_argument("--reference-size", type=int, default=s, metavar="R",
+                      help="ensembles: reference cells each component is ranked against (default 256)")
+    what.add_argument("--reference-seed", type=int, default=s, metavar="S",
+                      help="ensembles: seed that draws the reference cells (default 0)")
     what.add_argument("--proposer", default=s, help="llm (RZ-NAS, default) or random")
     what.add_argument("--population", type=int, default=s, metavar="N", help="population size (default 20; paper 100)")
     what.add_argument("--iterations", type=int, default=s, metavar="T", help="iterations (default 30; paper 1500)")

@@ -28,6 +28,9 @@ class SearchConfig:
 
     space: str = "nb201"
     proxy: str = "synflow"  # data-free (gaussian probe is faithful) and cheap on CPU
+    # an ensemble proxy (a+b+c, az_nas) ranks each component against this seeded reference sample
+    reference_size: int = 256
+    reference_seed: int = 0
     proposer: str = "llm"
     llm: str = "local"
     llm_base_url: str | None = None
@@ -101,6 +104,8 @@ class SearchConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0:
             raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
+        if self.reference_size < 2:
+            raise ConfigError(f"reference_size must be >= 2 (cells an ensemble ranks against), got {self.reference_size}")
         if self.constrain_arch not in ("auto", "on", "off"):
             raise ConfigError(f"constrain_arch must be auto, on or off, got {self.constrain_arch!r}")
         if self.reply_format not in REPLY_FORMATS:

@@ -1,4 +1,4 @@
-"""Judge one candidate: validate in the space, check budgets (cheap first), then score."""
+"""Judge one candidate: validate in the space, check budgets (cheap first), then score its fitness."""
 from __future__ import annotations
 
 from torch import nn
@@ -6,25 +6,37 @@ from torch import nn
 from ..arch import Architecture
 from ..data.probe import ProbeBatch
 from ..errors import BudgetExceeded, InvalidArchitecture, ProxyError
+from ..fitness import Fitness, ProxyFitness
 from ..proxies.base import Proxy
 from ..scoring import build_seeded, score_model
 from ..spaces.base import SearchSpace
 from .budget import Budget, BudgetChecker
 from .trial import Outcome, TrialState
 
+#: measurement-key prefix of an ensemble's component scores in a trial record
+COMPONENT_PREFIX = "component:"
+
 
 class Evaluator:
     """Turns an architecture into an :class:`Outcome`; never lets a failure look like a score.
 
     ``score_seed`` seeds the weights and the proxy exactly as ``rznas score --seed`` does
-    (:mod:`rznas.scoring`), so a recorded score can be reproduced outside the search.
+    (:mod:`rznas.scoring`), so a recorded score can be reproduced outside the search. The
+    fitness is a proxy or an ensemble (:mod:`rznas.fitness`); its proxies share one build
+    and their passes.
     """
 
     def __init__(
-        self, space: SearchSpace, proxy: Proxy, probe: ProbeBatch, *, score_seed: int, budget: Budget | None = None
+        self,
+        space: SearchSpace,
+        fitness: Fitness | Proxy,
+        probe: ProbeBatch,
+        *,
+        score_seed: int,
+        budget: Budget | None = None,
     ):
         self.space = space
-        self.proxy = proxy
+        self.fitness = fitness if isinstance(fitness, Fitness) else ProxyFitness(fitness)
         self.probe = probe
         self.score_seed = score_seed
         self.budget = budget or Budget(resolution=probe.resolution)
@@ -54,12 +66,17 @@ class Evaluator:
             return Outcome(TrialState.PROXY_ERROR, arch, reason=f"budget check: {type(exc).__name__}: {exc}")
         try:
             net = build().train()
-            results = score_model(net, arch, self.probe, [self.proxy], seed=self.score_seed)
+            results = score_model(net, arch, self.probe, self.fitness.proxies, seed=self.score_seed)
         except InvalidArchitecture as exc:
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
         except (ProxyError, RuntimeError, ValueError) as exc:
             return Outcome(TrialState.PROXY_ERROR, arch, reason=f"{type(exc).__name__}: {exc}")
-        result = results[self.proxy.name]
+        result = self.fitness.combine(results)
+        if self.fitness.components:  # an ensemble: keep what each component said
+            measurements = {
+                **measurements,
+                **{COMPONENT_PREFIX + k: v for k, v in result.components.items() if v is not None},
+            }
         if not result.ok:
             return Outcome(TrialState.PROXY_ERROR, arch, reason=str(result.error), measurements=measurements)
-        return Outcome(TrialState.COMPLETE, arch, score=float(result.value), measurements=measurements)
+        return Outcome(TrialState.COMPLETE, arch, score=float(result.value), measurements=measurements)  # type: ignore[arg-type]

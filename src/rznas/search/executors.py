@@ -28,6 +28,7 @@ from .trial import Outcome, TrialState
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.probe import ProbeBatch
+    from ..fitness import ReferenceSpec
     from ..score_cache import ScoreCache
     from .config import SearchConfig
 
@@ -103,6 +104,11 @@ class EvaluatorSpec:
     max_flops: float | None = None
     max_layers: int | None = None
     device: str = "cpu"  # "cpu" or "cuda" (a pinned worker sees its GPU as cuda:0)
+    # an ensemble fitness: its reference sample, and (once resolved) each component's sorted
+    # reference scores as (proxy, values, failed), so that workers never rescore the reference
+    reference_size: int = 256
+    reference_seed: int = 0
+    references: tuple[tuple[str, tuple[float, ...], int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "space_options", tuple(sorted(dict(self.space_options).items())))
@@ -130,6 +136,8 @@ class EvaluatorSpec:
             max_flops=config.max_flops,
             max_layers=config.max_layers,
             device=device,
+            reference_size=config.reference_size,
+            reference_seed=config.reference_seed,
         )
 
     def with_device(self, device: str) -> "EvaluatorSpec":
@@ -137,40 +145,97 @@ class EvaluatorSpec:
 
     def build(self) -> EvaluateFn:
         """A live :class:`~rznas.search.evaluator.Evaluator` (probe moved to ``device``)."""
-        from ..proxies import get_proxy
         from ..spaces import get_space
         from .budget import Budget
         from .evaluator import Evaluator
 
         space = get_space(self.space, **dict(self.space_options))
-        proxy = get_proxy(self.proxy)
-        probe = self.probe.make()
-        if self.device != "cpu":
-            probe = probe.to(self.device)
+        probe = self._probe()
         budget = Budget(
             max_params=self.max_params,
             max_flops=self.max_flops,
             max_layers=self.max_layers,
             resolution=probe.resolution,
         )
-        return Evaluator(space, proxy, probe, score_seed=self.score_seed, budget=budget)
+        return Evaluator(space, self.fitness(space, probe), probe, score_seed=self.score_seed, budget=budget)
+
+    def _probe(self) -> "ProbeBatch":
+        probe = self.probe.make()
+        return probe.to(self.device) if self.device != "cpu" else probe
+
+    def reference_spec(self) -> "ReferenceSpec":
+        from ..fitness import ReferenceSpec
+
+        return ReferenceSpec(size=self.reference_size, seed=self.reference_seed)
+
+    def fitness(self, space: Any, probe: "ProbeBatch", *, store: Any = None, progress: Any = None) -> Any:
+        """The fitness object; an ensemble uses the resolved references, else scores its reference
+        cells here (exactly as trials are scored, without budget checks)."""
+        from ..fitness import ComponentReference, architecture_scorer, make_fitness
+
+        references = {name: ComponentReference(name, values, failed) for name, values, failed in self.references}
+        return make_fitness(
+            self.proxy,
+            space=space,
+            score_cell=architecture_scorer(space, probe, seed=self.score_seed, num_classes=probe.num_classes),
+            reference=self.reference_spec(),
+            references=references or None,
+            store=store,
+            progress=progress,
+        )
+
+    def with_references(self, cache: "ScoreCache | None" = None, progress: Any = None) -> "EvaluatorSpec":
+        """This spec with an ensemble's reference scores resolved (read from / stored in ``cache``),
+        so that every worker builds the same fitness without rescoring; a proxy's spec is returned as is."""
+        from ..fitness import ensemble_spec
+        from ..score_cache import ReferenceCache
+        from ..spaces import get_space
+
+        if ensemble_spec(self.proxy) is None or self.references:
+            return self
+        store = ReferenceCache(cache, self.reference_settings) if cache is not None else None
+        fitness = self.fitness(get_space(self.space, **dict(self.space_options)), self._probe(), store=store, progress=progress)
+        resolved = tuple((name, ref.values, ref.failed) for name, ref in fitness.references.items())
+        return dataclasses.replace(self, references=resolved)
+
+    def reference_settings(self, proxy: str) -> dict[str, Any]:
+        """The score-cache key of one component's scores on reference cells (no budget applies)."""
+        from ..proxies import PROXIES
+
+        return {
+            "evaluation": EVALUATION_VERSION,
+            "role": "ensemble reference",
+            "space": self.space,
+            "space_options": {k: v for k, v in self.space_options},
+            "proxy": proxy,
+            "proxy_version": str(getattr(PROXIES.get(proxy), "version", "1")),
+            "probe": self.probe.key(),
+            "score_seed": self.score_seed,
+            "device": self.device.split(":")[0],
+        }
 
     def cache_settings(self) -> dict[str, Any]:
         """What determines a score: the key of the persistent score cache (JSON-ready)."""
+        from ..fitness import ensemble_spec
         from ..proxies import PROXIES
 
-        proxy_cls = PROXIES.get(self.proxy)
-        return {
+        spec = ensemble_spec(self.proxy)
+        names = spec.components if spec is not None else (self.proxy,)
+        versions = {name: str(getattr(PROXIES.get(name), "version", "1")) for name in names}
+        settings: dict[str, Any] = {
             "evaluation": EVALUATION_VERSION,
             "space": self.space,
             "space_options": {k: v for k, v in self.space_options},
             "proxy": self.proxy,
-            "proxy_version": str(getattr(proxy_cls, "version", "1")),
+            "proxy_version": versions[self.proxy] if spec is None else versions,
             "probe": self.probe.key(),
             "score_seed": self.score_seed,
             "budget": {"max_params": self.max_params, "max_flops": self.max_flops, "max_layers": self.max_layers},
             "device": self.device.split(":")[0],
         }
+        if spec is not None:
+            settings["fitness"] = {**spec.key(), "reference": self.reference_spec().key()}
+        return settings
 
 
 # --- the worker side ------------------------------------------------------------------

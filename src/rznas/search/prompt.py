@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 from ..arch import Architecture
 from ..errors import ConfigError
 from ..llm.base import Message
+from ..fitness import ComponentReference
 from ..proxies import base as proxy_base
 from ..proxies.base import PROXIES, Proxy, ScoringContext
 from ..registry import Registry
@@ -192,15 +193,19 @@ def _referenced(obj: Any, packages: tuple[str, ...] = ("rznas.proxies",)) -> lis
     return found
 
 
-def proxy_source(proxy: Proxy) -> str:
+def proxy_source(proxy: Any) -> str:
     """The scoring code of ``proxy``: its class, the shared gradient pass when it uses one,
     and every rznas.proxies helper they call (a plug-in's: its own package's too), read from the
-    installed source."""
-    packages = _code_packages(proxy)
-    roots: list[Any] = [type(proxy)]
-    needed = set().union(*proxy.requirements.values()) if proxy.requirements else set()
+    installed source. For an ensemble fitness (not a Proxy), every component's code, then the
+    reference CDF and the aggregation."""
+    members = [proxy] if isinstance(proxy, Proxy) else list(proxy.proxies)
+    packages = tuple(dict.fromkeys(p for member in members for p in _code_packages(member)))
+    roots: list[Any] = [type(member) for member in members]
+    needed = set().union(*(stats for member in members for stats in member.requirements.values()))
     if needed:
         roots.append(ScoringContext._run_pass)
+    if not isinstance(proxy, Proxy):
+        roots += [ComponentReference.cdf, proxy.aggregate]
     skip = [helper for stat, helper in _STAT_HELPERS.items() if stat not in needed]
     ordered: list[Any] = []
     queue = list(roots)

@@ -21,7 +21,7 @@ from ..arch import Architecture
 from ..errors import BudgetExhausted, ConfigError
 from ..llm.base import LLMClient
 from ..llm.budget import Budget as UsageBudget
-from ..proxies import get_proxy
+from ..fitness import component_names
 from ..spaces import get_space
 from ..spaces.base import SearchSpace
 from ..store import DB_NAME, RunStore
@@ -204,12 +204,21 @@ class SearchRun:
                 raise ConfigError(f"torch_threads must be >= 1, got {c.torch_threads}")
             torch.set_num_threads(c.torch_threads)
         # the evaluator is built from the same spec that workers and the score cache key use
-        self.eval_spec = EvaluatorSpec.from_config(c)
-        self.space = get_space(self.eval_spec.space, **dict(self.eval_spec.space_options))
-        self.proxy = get_proxy(c.proxy)
-        self.evaluator = self.eval_spec.build()  # exactly what process/Ray workers build
-        self.probe = self.evaluator.probe  # type: ignore[attr-defined]
         self.score_cache = open_score_cache(c.score_cache)
+        try:
+            # an ensemble's reference is scored once here (or read from the score cache), never per worker
+            self.eval_spec = EvaluatorSpec.from_config(c).with_references(
+                self.score_cache, self.progress.stream if self.progress.enabled else None
+            )
+            self.space = get_space(self.eval_spec.space, **dict(self.eval_spec.space_options))
+            self.evaluator = self.eval_spec.build()  # exactly what process/Ray workers build
+        except BaseException:
+            if self.score_cache is not None:
+                self.score_cache.close()
+            raise
+        fitness = self.evaluator.fitness  # type: ignore[attr-defined]
+        self.proxy = getattr(fitness, "proxy", fitness)  # what the prompt shows: the proxy, or the ensemble
+        self.probe = self.evaluator.probe  # type: ignore[attr-defined]
         try:
             self.executor: Executor = create_executor(
                 c.executor,
@@ -750,7 +759,7 @@ def validate_config(config: SearchConfig) -> None:
     benchmark table, space name and options (budget preset, --space-option), proxy, proposer, LLM spec."""
     _check_nb201(config)
     config.make_space()  # the space exactly as the run builds it (options + budget preset + limits)
-    get_proxy(config.proxy)
+    component_names(config.proxy)  # a proxy, a+b+c or a named ensemble (UnknownName otherwise)
     proposer = PROPOSERS.get(config.proposer)
     if getattr(proposer, "uses_llm", False):
         from ..llm import BACKENDS, parse_spec
