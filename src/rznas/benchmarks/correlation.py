@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -33,14 +33,22 @@ from .. import __version__
 from ..arch import Architecture
 from ..data.paths import PathLike
 from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe, parse_data_spec
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UnknownName
+from ..fitness import EnsembleFitness, ReferenceSpec, component_names, make_fitness, names_ensemble, score_reference
 from ..proxies import Proxy, ProxyResult, evaluate, get_proxy
 from ..registry import Registry
 from ..scoring import ArchScores, arch_seed, chunks_needed, sample_architectures, score_architecture
 from ..spaces import SearchSpace, get_space
+from . import top_region
 from .nb201_table import GroundTruth, open_nb201
 
 TARGET = "test_acc_200"
+BOOTSTRAP_ROUNDS = 1000
+TOP_REGION_NOTE = (
+    "tau top 10%: Kendall tau inside the 10% most accurate cells; top-k acc: mean test accuracy of the "
+    "proxy's k best-scored cells (ties across the cut at their mean; failures rank lowest); "
+    "intervals: bootstrap over resamples of the N cells"
+)
 FAILURE_POLICY = (
     "failed scores (ProxyError: NaN/inf/out of memory/undefined) are counted; 'all' columns rank "
     "them below every successful score (the search never selects them), 'ok only' columns drop them"
@@ -68,6 +76,9 @@ class CorrelationConfig:
     probe_data: str = "cifar10"
     batch_size: int = 64
     chunks: int = 2
+    # ensembles among ``proxies``: the reference sample their components are ranked against
+    reference_size: int = 256
+    reference_seed: int = 0
 
     def __post_init__(self) -> None:
         if not self.proxies:
@@ -76,11 +87,30 @@ class CorrelationConfig:
             raise ConfigError(f"proxy list has duplicates: {','.join(self.proxies)}")
         if self.samples < 1 or self.batch_size < 1 or self.chunks < 1:
             raise ConfigError("samples, batch size and chunks must be positive")
+        if self.reference_size < 2:
+            raise ConfigError(f"the ensemble reference needs at least 2 cells, got {self.reference_size}")
+
+    def has_ensembles(self) -> bool:
+        return any(names_ensemble(name) for name in self.proxies)
+
+    def scored_proxies(self) -> tuple[str, ...]:
+        """The proxies scored on each architecture: the plain ones and every ensemble's components."""
+        ordered: dict[str, None] = {}
+        for name in self.proxies:
+            ordered.update(dict.fromkeys(component_names(name) if names_ensemble(name) else (name,)))
+        return tuple(ordered)
+
+    def reference(self) -> ReferenceSpec:
+        return ReferenceSpec(size=self.reference_size, seed=self.reference_seed)
 
     def identity(self) -> dict[str, Any]:
-        """The settings a resumed run must share (proxy order does not matter)."""
+        """The settings a resumed run must share (proxy order does not matter; the reference
+        appears only when an ensemble is requested, so earlier runs keep their identity)."""
         data = asdict(self)
         data["proxies"] = sorted(self.proxies)
+        reference = {"size": data.pop("reference_size"), "seed": data.pop("reference_seed")}
+        if self.has_ensembles():
+            data["reference"] = reference
         return data
 
     def digest(self) -> str:
@@ -104,6 +134,11 @@ class CorrelationConfig:
                 "--seed", str(self.seed),
                 "--probe-data", self.probe_data,
                 "--batch-size", str(self.batch_size),
+                *(
+                    ["--reference-size", str(self.reference_size), "--reference-seed", str(self.reference_seed)]
+                    if self.has_ensembles()
+                    else []
+                ),
             ]
         )
 
@@ -313,27 +348,44 @@ def _header_identity(path: Path) -> dict[str, Any] | None:
     return header.get("identity") if isinstance(header, dict) and header.get("type") == "header" else None
 
 
+def _log_proxies(identity: dict[str, Any]) -> set[str]:
+    """The proxies a log scored (its ensembles expanded; names this installation lacks are skipped)."""
+    found: set[str] = set()
+    for name in identity.get("proxies", ()):
+        try:
+            found.update(component_names(name))
+        except (UnknownName, ConfigError):
+            continue
+    return found
+
+
 def borrow_records(
     out: Path, config: CorrelationConfig, wanted: dict[str, Architecture], progress: TextIO | None = None
 ) -> dict[str, dict[str, Any]]:
     """Scores of ``wanted`` architectures already in sibling logs of compatible runs.
 
-    A log is compatible when its identity equals this run's except for the sample size
-    and a superset of proxies: every score depends only on the architecture (its build
-    seed is derived from it), the probe and the proxy, so growing N or scoring fewer
-    proxies reuses finished work instead of repeating it. Borrowed records keep only
-    this run's proxies and note the file they came from.
+    A log is compatible when its identity equals this run's except for the sample size,
+    the proxies and the ensemble reference: every score depends only on the architecture
+    (its build seed is derived from it), the probe and the proxy, so growing N, scoring
+    fewer proxies or combining proxies scored in different runs reuses finished work
+    instead of repeating it. An architecture is borrowed when the compatible logs together
+    hold every proxy this run scores; borrowed records keep only those proxies and note the
+    files they came from.
     """
     ours = config.identity()
-    borrowed: dict[str, dict[str, Any]] = {}
+    needed = set(config.scored_proxies())
+    partial: dict[str, dict[str, Any]] = {}
     if not wanted or not out.is_dir():
-        return borrowed
+        return {}
     for path in sorted(out.glob("correlation-*.jsonl")):
         theirs = _header_identity(path)
         if theirs is None or theirs == ours:
             continue
-        same_rest = all(theirs.get(k) == v for k, v in ours.items() if k not in ("samples", "proxies"))
-        if not same_rest or not set(ours["proxies"]) <= set(theirs.get("proxies", ())):
+        same_rest = all(
+            theirs.get(k) == v for k, v in ours.items() if k not in ("samples", "proxies", "reference")
+        )
+        offered = _log_proxies(theirs) & needed
+        if not same_rest or not offered:
             continue
         count = 0
         for line in path.read_text(encoding="utf-8").splitlines()[1:]:
@@ -342,20 +394,36 @@ def borrow_records(
             except json.JSONDecodeError:
                 continue  # a torn last line: that architecture is scored again
             arch = wanted.get(entry.get("arch_id")) if entry.get("type") == "arch" else None
-            if arch is None or entry["arch_id"] in borrowed or entry.get("seed") != arch_seed(config.seed, arch):
+            if arch is None or entry.get("seed") != arch_seed(config.seed, arch):
                 continue
-            keep = {name: entry["proxy_seconds"][name] for name in config.proxies}
-            borrowed[entry["arch_id"]] = {
-                **entry,
-                "scores": {name: entry["scores"][name] for name in config.proxies},
-                "errors": {name: e for name, e in entry.get("errors", {}).items() if name in keep},
-                "proxy_seconds": keep,
-                "seconds": entry["build_seconds"] + sum(keep.values()),
-                "borrowed_from": path.name,
-            }
+            record = partial.setdefault(
+                entry["arch_id"],
+                {**entry, "scores": {}, "errors": {}, "proxy_seconds": {}, "borrowed_from": []},
+            )
+            new = [name for name in offered if name not in record["scores"] and name in entry["scores"]]
+            if not new:
+                continue
+            for name in new:
+                record["scores"][name] = entry["scores"][name]
+                record["proxy_seconds"][name] = entry["proxy_seconds"][name]
+                if name in entry.get("errors", {}):
+                    record["errors"][name] = entry["errors"][name]
+            record["borrowed_from"].append(path.name)
             count += 1
         if count and progress is not None:
             print(f"reusing {count} scored architectures from {path}", file=progress)
+    borrowed: dict[str, dict[str, Any]] = {}
+    for arch_id, record in partial.items():
+        if set(record["scores"]) != needed:
+            continue  # some proxy is missing: this architecture is scored afresh
+        order = config.scored_proxies()
+        borrowed[arch_id] = {
+            **record,
+            "scores": {name: record["scores"][name] for name in order},
+            "proxy_seconds": {name: record["proxy_seconds"][name] for name in order},
+            "seconds": record["build_seconds"] + sum(record["proxy_seconds"].values()),
+            "borrowed_from": ",".join(record["borrowed_from"]),
+        }
     return borrowed
 
 
@@ -381,10 +449,11 @@ def run_correlation(
     argv: Sequence[str] | None = None,
     progress: TextIO | None = sys.stderr,
     progress_interval: float = 5.0,
+    bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
 ) -> dict[str, Any]:
     """Score the sample (resuming from the JSONL log), correlate, write JSON + Markdown; return the summary."""
     space = get_space(config.space)
-    proxies = [get_proxy(name) for name in config.proxies]
+    proxies = [get_proxy(name) for name in config.scored_proxies()]
     dataset = ground_truth.dataset(config.dataset)
     if probe.num_chunks < chunks_needed(proxies, minimum=1):
         raise ConfigError(f"the probe has {probe.num_chunks} batches; the proxies need {chunks_needed(proxies, 1)}")
@@ -412,11 +481,49 @@ def run_correlation(
         meter.step()
 
     records = [done[arch.id] for arch in sample]
-    summary = summarize(config, records, probe=probe, ground_truth=ground_truth, argv=argv)
+    fitnesses = ensemble_fitnesses(config, space, done, probe=probe, num_classes=dataset.num_classes, progress=progress)
+    summary = summarize(
+        config, records, probe=probe, ground_truth=ground_truth, argv=argv,
+        fitnesses=fitnesses, bootstrap_rounds=bootstrap_rounds,
+    )
     summary["files"] = {ext: str(path) for ext, path in paths.items()}
     paths["json"].write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     paths["md"].write_text(render_markdown(summary), encoding="utf-8")
     return summary
+
+
+def ensemble_fitnesses(
+    config: CorrelationConfig,
+    space: SearchSpace,
+    done: dict[str, dict[str, Any]],
+    *,
+    probe: ProbeBatch,
+    num_classes: int,
+    progress: TextIO | None = None,
+) -> dict[str, EnsembleFitness]:
+    """The requested ensembles, each ranked against the reference sample of the config.
+
+    Reference cells already in this run's records (with reference seed = sample seed they
+    are the first cells of the sample) reuse their recorded scores; others are scored here,
+    as the sample was, and not logged.
+    """
+    names = [name for name in config.proxies if names_ensemble(name)]
+    if not names:
+        return {}
+    components = [name for name in config.scored_proxies() if any(name in component_names(e) for e in names)]
+
+    def score_cell(arch: Architecture, wanted: Sequence[str]) -> dict[str, ProxyResult]:
+        record = done.get(arch.id)
+        if record is not None and record.get("seed") == arch_seed(config.seed, arch):
+            return {
+                name: ProxyResult(name, record["scores"][name], record["proxy_seconds"][name], record.get("errors", {}).get(name))
+                for name in wanted
+            }
+        proxies = [get_proxy(name) for name in wanted]
+        return score_architecture(space, arch, probe, proxies, seed=config.seed, num_classes=num_classes).results
+
+    references = score_reference(config.reference().cells(space), components, score_cell, progress=progress)
+    return {name: make_fitness(name, references=references, reference=config.reference()) for name in names}  # type: ignore[misc]
 
 
 def summarize(
@@ -426,17 +533,43 @@ def summarize(
     probe: ProbeBatch,
     ground_truth: GroundTruth,
     argv: Sequence[str] | None = None,
+    fitnesses: Mapping[str, EnsembleFitness] | None = None,
+    bootstrap_rounds: int = BOOTSTRAP_ROUNDS,
 ) -> dict[str, Any]:
-    """The JSON summary of finished records (one per sampled architecture)."""
+    """The JSON summary of finished records (one per sampled architecture): rank correlations,
+    top-region metrics with bootstrap intervals, failures and cost per requested proxy or ensemble."""
+    fitnesses = fitnesses or {}
     targets = [r["test_acc"] for r in records]
     seconds = [r["seconds"] for r in records]
+    accuracy = np.asarray(targets, dtype=np.float64)
     results: dict[str, Any] = {}
+    rankings: dict[str, np.ndarray] = {}
     for name in config.proxies:
-        entry = rank_correlations([r["scores"].get(name) for r in records], targets)
-        errors = [r["errors"][name] for r in records if name in r.get("errors", {})]
+        parts = fitnesses[name].components if name in fitnesses else (name,)
+        if name in fitnesses:
+            values = [fitnesses[name].value_of(r["scores"]) for r in records]
+        else:
+            values = [r["scores"].get(name) for r in records]
+        entry = rank_correlations(values, targets)
+        errors = [r["errors"][part] for r in records for part in parts if part in r.get("errors", {})]
         entry["failure_example"] = errors[0] if errors else None
-        entry["seconds_per_arch"] = statistics.fmean(r["proxy_seconds"][name] for r in records)
+        entry["seconds_per_arch"] = statistics.fmean(sum(r["proxy_seconds"][part] for part in parts) for r in records)
+        if name in fitnesses:
+            entry["ensemble"] = {
+                "components": list(parts),
+                "aggregation": fitnesses[name].spec.aggregation,
+                "reference": {
+                    **config.reference().key(),
+                    "succeeded": {part: len(ref.values) for part, ref in fitnesses[name].references.items()},
+                },
+            }
+        rankings[name] = top_region.failure_ranks(values)
+        entry["top_region"] = {"values": top_region.metrics(rankings[name], accuracy)}
         results[name] = entry
+    if bootstrap_rounds > 0:
+        intervals = top_region.bootstrap(rankings, accuracy, rounds=bootstrap_rounds, seed=0)
+        for name, entry in results.items():
+            entry["top_region"]["intervals"] = intervals[name]
     return {
         "benchmark": "correlation",
         "space": config.space,
@@ -458,6 +591,11 @@ def summarize(
         "argv": list(argv) if argv is not None else None,
         "environment": environment_info(),
         "failure_policy": FAILURE_POLICY,
+        "top_region": {
+            "definition": TOP_REGION_NOTE,
+            "bootstrap": {"rounds": bootstrap_rounds, "seed": 0, "interval": "2.5-97.5 percentile"},
+            "oracle": top_region.oracle(accuracy),
+        },
         "seconds_per_arch": {
             "mean": statistics.fmean(seconds),
             "median": statistics.median(seconds),
@@ -503,4 +641,40 @@ def render_markdown(summary: dict[str, Any]) -> str:
             f"{entry['failed']}/{entry['n']} | {_fmt(rho['successes_only'])} | {_fmt(tau['successes_only'])} | "
             f"{entry['seconds_per_arch']:.4f} |"
         )
+    top = summary.get("top_region")
+    if top is not None:
+        best = top["oracle"]
+        lines += [
+            "",
+            f"Top region ({top['definition']}; {top['bootstrap']['rounds']} bootstrap rounds, 95% intervals). "
+            f"Oracle picks: top-1 {best['top1_acc']:.2f}%, top-10 {best['top10_acc']:.2f}%, "
+            f"top-1% {best['top1pct_acc']:.2f}%; sample mean {best['mean_acc']:.2f}%.",
+            "",
+            "| proxy | tau top 10% | top-1 acc (%) | top-10 acc (%) | top-1% acc (%) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, entry in summary["results"].items():
+            region = entry["top_region"]
+            cells = [_with_interval(region, metric) for metric in ("tau_top10pct", "top1_acc", "top10_acc", "top1pct_acc")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        ensembles = [(n, e["ensemble"]) for n, e in summary["results"].items() if "ensemble" in e]
+        if ensembles:
+            lines += ["", "Ensembles: each component mapped through its mid-rank CDF on the reference sample, then aggregated:"]
+            for name, info in ensembles:
+                ref = info["reference"]
+                ok = ", ".join(f"{part} {count}" for part, count in ref["succeeded"].items())
+                lines.append(
+                    f"- {name}: {info['aggregation']} over {', '.join(info['components'])}; reference "
+                    f"{ref['size']} cells (seed {ref['seed']}; successes per component: {ok})"
+                )
     return "\n".join(lines) + "\n"
+
+
+def _with_interval(region: dict[str, Any], metric: str) -> str:
+    value = region["values"].get(metric)
+    digits = 3 if metric.startswith("tau") else 2
+    text = _fmt(value, digits)
+    interval = (region.get("intervals") or {}).get(metric)
+    if value is not None and interval is not None:
+        text += f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    return text

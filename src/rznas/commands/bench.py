@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import COMMANDS, AddParser
+from .score import add_reference_arguments
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -45,7 +46,11 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
     )
     parser.add_argument("--space", default="nb201", help="benchmark space (default: nb201)")
     parser.add_argument("--dataset", required=True, help="cifar10, cifar100 or imagenet16")
-    parser.add_argument("--proxies", required=True, help="comma-separated proxy names")
+    parser.add_argument(
+        "--proxies", required=True,
+        help="comma-separated proxy or ensemble names (e.g. zico,synflow,zico+naswot+synflow); "
+        "an ensemble's components reuse scores of compatible earlier runs in --out",
+    )
     parser.add_argument("--samples", type=int, required=True, help="number of architectures N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample, probe and weights (default: 0)")
     parser.add_argument(
@@ -62,6 +67,11 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
     parser.add_argument("--out", type=Path, default=Path("rznas-bench"), help="output folder (default: ./rznas-bench)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary instead of the Markdown table")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); recorded")
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="ROUNDS",
+        help="bootstrap resamples for the intervals of rho and the top-region metrics (default 1000; 0: none)",
+    )
+    add_reference_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=run_correlation_command)
     return parser
@@ -78,7 +88,7 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         run_correlation,
     )
     from ..proxies import get_proxy
-    from .score import parse_names
+    from .score import fitness_components, parse_names
 
     import torch
 
@@ -87,7 +97,9 @@ def run_correlation_command(args: argparse.Namespace) -> int:
             raise ConfigError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
     names = parse_names(args.proxies)
-    proxies = [get_proxy(name) for name in names]
+    proxies = [get_proxy(name) for name in fitness_components(names)]
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     open_truth = GROUND_TRUTH.get(args.space)
     ground_truth = open_truth(args.nb201, data_dir=args.data_dir)
     dataset = ground_truth.dataset(args.dataset).name
@@ -100,6 +112,8 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         probe_data=choose_probe_data(dataset, args.probe_data, data_dir=args.data_dir),
         batch_size=args.batch_size,
         chunks=chunks_needed(proxies),
+        reference_size=args.reference_size,
+        reference_seed=args.reference_seed,
     )
     probe = prepare_probe(config, ground_truth, data_dir=args.data_dir)
     summary = run_correlation(
@@ -108,6 +122,7 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         probe=probe,
         out_dir=args.out,
         progress=None if args.quiet else sys.stderr,
+        bootstrap_rounds=args.bootstrap,
     )
     if args.json:
         print(json.dumps(summary, indent=2))

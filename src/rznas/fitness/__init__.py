@@ -16,6 +16,7 @@ from .ensemble import (
     ensemble_spec,
     fitness_names,
     is_ensemble,
+    names_ensemble,
     register_ensemble,
 )
 from .factory import architecture_scorer, make_fitness
@@ -41,6 +42,7 @@ __all__ = [
     "fitness_names",
     "is_ensemble",
     "make_fitness",
+    "names_ensemble",
     "register_ensemble",
     "score_reference",
 ]

@@ -90,6 +90,11 @@ def ensemble_spec(name: str) -> EnsembleSpec | None:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def names_ensemble(name: str) -> bool:
+    """True when ``name`` is written as an ensemble (a+b or a named ensemble), without checking it."""
+    return SEPARATOR in name or (name in ENSEMBLES and name not in PROXIES)
+
+
 def component_names(name: str) -> tuple[str, ...]:
     """The proxies a fitness name needs scored: its components, or the proxy itself."""
     spec = ensemble_spec(name)
@@ -209,5 +214,6 @@ __all__ = [
     "ensemble_spec",
     "fitness_names",
     "is_ensemble",
+    "names_ensemble",
     "register_ensemble",
 ]
