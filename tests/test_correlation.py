@@ -5,6 +5,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -279,3 +280,59 @@ def test_real_ground_truth_smoke(tmp_path):
     rho = stats.spearmanr([r["scores"]["params"] for r in records], [r["test_acc"] for r in records]).statistic
     assert summary["results"]["params"]["spearman_rho"]["successes_only"] == pytest.approx(rho)
     assert math.isfinite(summary["seconds_per_arch"]["mean"])
+
+
+# --- ensembles and top-region metrics ----------------------------------------------------------
+
+
+def test_top_k_accuracy_counts_a_tie_across_the_cut_at_its_mean():
+    from rznas.benchmarks.top_region import metrics, top_k_accuracy
+
+    accuracy = np.array([90.0, 80.0, 70.0, 60.0])
+    ranks = stats.rankdata([4.0, 3.0, 3.0, 1.0])
+    assert top_k_accuracy(ranks, accuracy, 1) == 90.0
+    assert top_k_accuracy(ranks, accuracy, 2) == pytest.approx((90 + 75) / 2)  # half of the 80/70 tie
+    constant = stats.rankdata([1.0] * 4)
+    assert top_k_accuracy(constant, accuracy, 1) == pytest.approx(accuracy.mean())
+    perfect = metrics(stats.rankdata(accuracy), accuracy)
+    assert perfect["spearman_rho"] == pytest.approx(1.0) and perfect["top1_acc"] == 90.0
+
+
+def test_an_ensemble_run_reuses_component_scores_from_several_logs(tmp_path, scored):
+    calls = scored
+    probe = gaussian_probe(batch_size=4, chunks=2, seed=1)
+    common = dict(dataset="cifar10", seed=1, probe_data="gaussian", batch_size=4)
+    for proxies in (("params",), ("grad_norm", "snip")):  # components scored by two separate runs
+        run_correlation(CorrelationConfig(proxies=proxies, samples=6, **common), ground_truth=ParamsTruth(),
+                        probe=probe, out_dir=tmp_path, progress=None, bootstrap_rounds=0)
+    calls.clear()
+    config = CorrelationConfig(proxies=("params+grad_norm", "params"), samples=6, reference_size=4, reference_seed=1, **common)
+    summary = run_correlation(config, ground_truth=ParamsTruth(), probe=probe, out_dir=tmp_path, progress=None,
+                              bootstrap_rounds=20)
+    assert calls == []  # every component was scored before, and the reference is the sample's prefix
+    entry = summary["results"]["params+grad_norm"]
+    assert entry["ensemble"]["components"] == ["params", "grad_norm"]
+    assert entry["ensemble"]["reference"] == {"size": 4, "seed": 1, "succeeded": {"params": 4, "grad_norm": 4}}
+    assert set(entry["top_region"]["values"]) == {"spearman_rho", "tau_top10pct", "top1_acc", "top10_acc", "top1pct_acc"}
+    low, high = entry["top_region"]["intervals"]["top10_acc"]
+    assert low <= entry["top_region"]["values"]["top10_acc"] <= high
+    assert summary["results"]["params"]["top_region"]["values"]["top1_acc"] == summary["top_region"]["oracle"]["top1_acc"]
+    assert "--reference-size 4" in summary["command"] and "params+grad_norm" in (tmp_path / f"{config.stem()}.md").read_text()
+
+    calls.clear()  # a reference drawn with another seed is scored (not logged) with the run's probe and seed
+    other = CorrelationConfig(proxies=("params+grad_norm",), samples=6, reference_size=3, reference_seed=9, **common)
+    again = run_correlation(other, ground_truth=ParamsTruth(), probe=probe, out_dir=tmp_path, progress=None,
+                            bootstrap_rounds=0)
+    reference = sample_architectures(SPACE, 3, seed=9)
+    sample_ids = {a.id for a in sample_architectures(SPACE, 6, seed=1)}
+    assert calls == [a.id for a in reference if a.id not in sample_ids]
+    assert again["results"]["params+grad_norm"]["spearman_rho"]["failures_lowest"] is not None
+
+
+def test_configs_without_ensembles_keep_their_identity():
+    config = CorrelationConfig(dataset="cifar10", proxies=("zico", "synflow"), samples=10)
+    assert "reference" not in config.identity() and "--reference-size" not in config.command()
+    assert config.scored_proxies() == ("zico", "synflow")
+    ensemble = CorrelationConfig(dataset="cifar10", proxies=("zico+synflow", "synflow"), samples=10)
+    assert ensemble.identity()["reference"] == {"size": 256, "seed": 0}
+    assert ensemble.scored_proxies() == ("zico", "synflow")

@@ -8,6 +8,8 @@ import torch
 
 from rznas import ProxyError
 from rznas.data.probe import gaussian_probe
+from rznas.errors import UnknownName
+from rznas.fitness import ENSEMBLES, ReferenceSpec, architecture_scorer, component_names, make_fitness
 from rznas.proxies import PROXIES, evaluate, get_proxy, score_model
 from rznas.proxies.base import Proxy, ScoringContext
 from rznas.spaces import get_space
@@ -15,11 +17,38 @@ from rznas.spaces import get_space
 CELL = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 
 
+TINY_SPACE = get_space("nb201", channels=4, cells_per_stage=1)
+
+
+def usable(name: str) -> bool:
+    try:
+        component_names(name)
+    except UnknownName:  # a named ensemble whose components another package registers
+        return False
+    return True
+
+
+#: every fitness name the suite covers: each proxy, example `+` ensembles, usable named ensembles
+FITNESS_NAMES = (
+    PROXIES.names() + ["params+synflow", "naswot+flops+grad_norm"] + [n for n in ENSEMBLES.names() if usable(n)]
+)
+
+
 def tiny_model(arch: str = CELL, seed: int = 0) -> torch.nn.Module:
     """A 4-channel, one-cell-per-stage NB201 network: the proxies' test fixture."""
-    space = get_space("nb201", channels=4, cells_per_stage=1)
     torch.manual_seed(seed)
-    return space.build(space.decode(arch), num_classes=10)
+    return TINY_SPACE.build(TINY_SPACE.decode(arch), num_classes=10)
+
+
+def fitness_score(name: str, model: torch.nn.Module, probe, *, seed: int) -> float:
+    """Score ``model`` by a proxy or an ensemble (its reference: 4 tiny cells on the same probe)."""
+    scorer = architecture_scorer(TINY_SPACE, probe, seed=seed, num_classes=10)
+    fitness = make_fitness(name, space=TINY_SPACE, score_cell=scorer, reference=ReferenceSpec(size=4))
+    assert fitness.name == name and fitness.convention, f"{name} must document its sign convention"
+    result = fitness.combine(evaluate(model, probe, fitness.proxies, seed=seed))
+    if not result.ok:
+        raise ProxyError(result.error)
+    return result.value
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +60,13 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", PROXIES.names())
+@pytest.mark.parametrize("name", FITNESS_NAMES)
 def test_finite_deterministic_and_model_untouched(name, probe):
     model = tiny_model()
     model.eval()
     before = snapshot(model)
-    first = get_proxy(name).score(model, probe, seed=1)
-    second = get_proxy(name).score(model, probe, seed=1)
+    first = fitness_score(name, model, probe, seed=1)
+    second = fitness_score(name, model, probe, seed=1)
     assert math.isfinite(first)
     assert first == second
     after = snapshot(model)
