@@ -13,3 +13,13 @@ register_ensemble(
     aggregation="sum_log_cdf",
     description="AZ-NAS: expressivity, progressivity, trainability and complexity, sum of log ranks",
 )
+
+#: the subset of the built-in proxies with the best held-out rho on NB201 CIFAR-10 (chosen on the
+#: even-indexed half of the committed N = 1000 sample, rho 0.891 on the odd half; see
+#: benchmarks/results/correlation/ENSEMBLE_CEILING.md): size, Jacobian covariance and SynFlow
+register_ensemble(
+    "zc_trio",
+    ("flops", "jacob_cov", "synflow"),
+    aggregation="sum_log_cdf",
+    description="flops + jacob_cov + synflow, sum of log ranks (best held-out rho on NB201 CIFAR-10)",
+)

@@ -83,7 +83,7 @@ def ensemble_spec(name: str) -> EnsembleSpec | None:
                 f"does not register (it combines {', '.join(spec.components)})"
             )
         return spec
-    lookup: Registry[None] = Registry("proxy or named ensemble")
+    lookup: Registry[None] = Registry("proxy")  # its "known" list names the ensembles too
     for item in fitness_names():
         lookup.register(item)(None)
     lookup.get(name)  # raises UnknownName with close matches
