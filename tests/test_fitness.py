@@ -143,7 +143,7 @@ def test_ensemble_scores_do_not_depend_on_the_order_trials_arrive(probe):
             score_cell=architecture_scorer(TINY, probe, seed=5, num_classes=10),
             reference=ReferenceSpec(size=6, seed=1),
         )
-        evaluator = Evaluator(TINY, fitness, probe, seed=5)
+        evaluator = Evaluator(TINY, fitness, probe, score_seed=5)
         return {arch.id: evaluator(arch) for arch in order}
 
     forward = run(archs)
@@ -196,7 +196,7 @@ def test_a_searchs_ensemble_score_equals_rznas_score(tmp_path, capsys, monkeypat
     monkeypatch.setenv("RZNAS_CACHE_DIR", str(tmp_path / "cache"))
     name = "params+synflow+naswot"
     config = SearchConfig(
-        proxy=name, proposer="random", population=3, iterations=2, seed=4, batch_size=4,
+        proxy=name, proposer="random", population=3, iterations=2, seed=11, score_seed=4, batch_size=4,
         reference_size=5, reference_seed=1,
     )
     run = SearchRun.start(config, tmp_path / "run", progress=Progress(enabled=False))
