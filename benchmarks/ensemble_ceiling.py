@@ -6,7 +6,8 @@ lowest; this equals an rznas ensemble whose reference is the sample itself) and 
 the best Spearman rho and the best top-10 pick accuracy found, plus the components'
 pairwise rank agreement. Choosing the best subset on the same cells is optimistic by
 construction: it is an upper bound for this ensemble family, not a result to quote as a
-fitness. Reads the committed JSONL logs only (no scoring).
+fitness. Reads the committed JSONL logs only (no scoring); needs rznas importable (installed,
+or PYTHONPATH=src in a checkout).
 
     python benchmarks/ensemble_ceiling.py benchmarks/results/correlation
 """
@@ -20,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the checkout's rznas, no install needed
-from rznas.benchmarks.top_region import failure_ranks, metrics  # noqa: E402
+from rznas.benchmarks.top_region import failure_ranks, metrics
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 EXCLUDED = {"random"}  # a control, not a proxy
