@@ -31,7 +31,7 @@ from rznas.search.executors import (
     import_ray,
     is_worker_lost,
 )
-from rznas.search.trial import Outcome, TrialState
+from rznas.trial import Outcome, TrialState
 from rznas.spaces import get_space
 
 SPACE = get_space("nb201")
@@ -111,7 +111,7 @@ class Raises:
 
 
 def test_spec_is_plain_picklable_and_rebuilds_the_search_evaluator() -> None:
-    config = SearchConfig(proxy="naswot", batch_size=4, probe_chunks=1, seed=1, score_seed=3, max_params=5e5)
+    config = SearchConfig(proxy="naswot", data="gaussian", batch_size=4, probe_chunks=1, seed=1, score_seed=3, max_params=5e5)
     spec = EvaluatorSpec.from_config(config)
     assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec) == hash(pickle.loads(pickle.dumps(spec)))
     # the evaluator SearchRun builds from the same config

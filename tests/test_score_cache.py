@@ -15,7 +15,7 @@ from rznas.cli import main
 from rznas.errors import ConfigError
 from rznas.score_cache import CachedEvaluator, ScoreCache, context_key, default_cache_path, resolve_cache_path
 from rznas.search.executors import EvaluatorSpec, ProbeSpec
-from rznas.search.trial import Outcome, TrialState
+from rznas.trial import Outcome, TrialState
 from rznas.spaces import get_space
 
 SPACE = get_space("nb201")
@@ -131,7 +131,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from rznas.score_cache import ScoreCache
-    from rznas.search.trial import Outcome, TrialState
+    from rznas.trial import Outcome, TrialState
     from rznas.arch import Architecture
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache = ScoreCache(path, timeout=60)

@@ -21,7 +21,7 @@ from rznas.search.config import SearchConfig, resolve_config
 from rznas.search.progress import Progress
 from rznas.search.prompt import MutationPrompt, arch_pattern, mutation_schema
 from rznas.search.runner import SearchRun
-from rznas.search.trial import TrialState
+from rznas.trial import TrialState
 from rznas.spaces import SPACES, get_space
 
 from .search_fakes import call_kind, parent_of

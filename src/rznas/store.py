@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from .arch import Architecture
 from .errors import ConfigError, DataError
 from .search.gateway import CachedReply, CallRecord
-from .search.trial import Trial, TrialState
+from .trial import Trial, TrialState
 
 DB_NAME = "run.sqlite"
 LOCK_NAME = f"{DB_NAME}-lock"

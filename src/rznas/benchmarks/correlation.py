@@ -91,8 +91,11 @@ class CorrelationConfig:
     probe_data: str = "cifar10"
     batch_size: int = 64
     chunks: int = 2
+    device: str = "cpu"  # resolved: cpu or cuda (rznas.device.choose_device)
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"the correlation device must be resolved to cpu or cuda, got {self.device!r}")
         if not self.proxies:
             raise ConfigError("name at least one proxy")
         if len(set(self.proxies)) != len(self.proxies):
@@ -104,6 +107,8 @@ class CorrelationConfig:
         """The settings a resumed run must share (proxy order does not matter)."""
         data = asdict(self)
         data["proxies"] = sorted(self.proxies)
+        if data["device"] == "cpu":  # runs from before --device were all on the CPU: same digest
+            del data["device"]
         return data
 
     def digest(self) -> str:
@@ -127,6 +132,7 @@ class CorrelationConfig:
                 "--seed", str(self.seed),
                 "--probe-data", self.probe_data,
                 "--batch-size", str(self.batch_size),
+                "--device", self.device,
             ]
         )
 
@@ -299,7 +305,7 @@ def prepare_probe(
 ) -> ProbeBatch:
     """The probe batch of a run: its data source at the benchmark dataset's resolution and class count."""
     info = ground_truth.dataset(config.dataset)
-    return make_probe(
+    probe = make_probe(
         config.probe_data,
         data_dir=data_dir,
         batch_size=config.batch_size,
@@ -308,6 +314,7 @@ def prepare_probe(
         resolution=info.resolution,
         num_classes=info.num_classes,
     )
+    return probe if config.device == "cpu" else probe.to(config.device)  # networks are scored where the probe is
 
 
 def _record(index: int, space: SearchSpace, arch: Architecture, seed: int, scored: ArchScores, truth: Any) -> dict[str, Any]:

@@ -62,6 +62,10 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
     parser.add_argument("--out", type=Path, default=Path("rznas-bench"), help="output folder (default: ./rznas-bench)")
     parser.add_argument("--json", action="store_true", help="print the JSON summary instead of the Markdown table")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); recorded")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where networks are scored (default auto: cuda when visible); recorded",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=run_correlation_command)
     return parser
@@ -77,6 +81,8 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         prepare_probe,
         run_correlation,
     )
+    from ..data.probe_choice import synthetic_data_notice
+    from ..device import choose_device
     from ..proxies import get_proxy
     from .score import parse_names
 
@@ -100,7 +106,11 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         probe_data=choose_probe_data(dataset, args.probe_data, data_dir=args.data_dir),
         batch_size=args.batch_size,
         chunks=chunks_needed(proxies),
+        device=choose_device(args.device),
     )
+    notice = synthetic_data_notice(config.probe_data, proxies)
+    if notice:
+        print(f"rznas: {notice}", file=sys.stderr)
     probe = prepare_probe(config, ground_truth, data_dir=args.data_dir)
     summary = run_correlation(
         config,

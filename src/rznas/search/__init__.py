@@ -10,7 +10,7 @@ from .memory import Note, ReflectionMemory
 from .prompt import MUTATION_SCHEMA, MutationPrompt, PromptOptions, ReflectionPrompt, proxy_source
 from .proposers import PROPOSERS, LLMProposer, Proposal, ProposerContext, RandomProposer, create_proposer
 from .strategy import SELECTIONS, Evolution
-from .trial import Ask, Member, Outcome, Trial, TrialState
+from ..trial import Ask, Member, Outcome, Trial, TrialState
 
 __all__ = [
     "Ask",

@@ -6,15 +6,18 @@ from torch import nn
 from ..arch import Architecture
 from ..data.probe import ProbeBatch
 from ..errors import BudgetExceeded, InvalidArchitecture, ProxyError
-from ..proxies.base import Proxy
+from ..proxies.base import Proxy, is_environment_failure
 from ..scoring import build_seeded, score_model
 from ..spaces.base import SearchSpace
 from .budget import Budget, BudgetChecker
-from .trial import Outcome, TrialState
+from ..trial import Outcome, TrialState
 
 
 class Evaluator:
     """Turns an architecture into an :class:`Outcome`; never lets a failure look like a score.
+
+    A failure of the machine (out of memory, a CUDA fault) is marked ``transient``: it is
+    reported like any proxy error but never stored in the persistent score cache.
 
     ``score_seed`` seeds the weights and the proxy exactly as ``rznas score --seed`` does
     (:mod:`rznas.scoring`), so a recorded score can be reproduced outside the search.
@@ -50,16 +53,25 @@ class Evaluator:
             return Outcome(TrialState.OVER_BUDGET, arch, reason=str(exc))
         except InvalidArchitecture as exc:  # the space refused to build what it validated
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
-        except (RuntimeError, ValueError) as exc:  # building or the counting forward pass failed
-            return Outcome(TrialState.PROXY_ERROR, arch, reason=f"budget check: {type(exc).__name__}: {exc}")
+        except (RuntimeError, ValueError, MemoryError) as exc:  # building or the counting forward pass failed
+            return Outcome(
+                TrialState.PROXY_ERROR,
+                arch,
+                reason=f"budget check: {type(exc).__name__}: {exc}",
+                transient=is_environment_failure(exc),
+            )
         try:
             net = build().train()
             results = score_model(net, arch, self.probe, [self.proxy], seed=self.score_seed)
         except InvalidArchitecture as exc:
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
-        except (ProxyError, RuntimeError, ValueError) as exc:
-            return Outcome(TrialState.PROXY_ERROR, arch, reason=f"{type(exc).__name__}: {exc}")
+        except (ProxyError, RuntimeError, ValueError, MemoryError) as exc:
+            return Outcome(
+                TrialState.PROXY_ERROR, arch, reason=f"{type(exc).__name__}: {exc}", transient=is_environment_failure(exc)
+            )
         result = results[self.proxy.name]
         if not result.ok:
-            return Outcome(TrialState.PROXY_ERROR, arch, reason=str(result.error), measurements=measurements)
+            return Outcome(
+                TrialState.PROXY_ERROR, arch, reason=str(result.error), measurements=measurements, transient=result.transient
+            )
         return Outcome(TrialState.COMPLETE, arch, score=float(result.value), measurements=measurements)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from ..arch import Architecture
+from ..data.probe_choice import synthetic_data_notice
 from ..errors import BudgetExhausted, ConfigError
 from ..llm.base import LLMClient
 from ..llm.budget import Budget as UsageBudget
@@ -36,7 +37,7 @@ from .prompt import MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPr
 from .proposers import PROPOSERS, Proposal, ProposerContext, Temperature, create_proposer
 from .reflection import Reflector, previous_outcome
 from .strategy import Evolution
-from .trial import Ask, Member, Outcome, Trial, TrialState
+from ..trial import Ask, Member, Outcome, Trial, TrialState
 
 ClientFactory = Callable[[SearchConfig], LLMClient]
 
@@ -209,6 +210,9 @@ class SearchRun:
         self.proxy = get_proxy(c.proxy)
         self.evaluator = self.eval_spec.build()  # exactly what process/Ray workers build
         self.probe = self.evaluator.probe  # type: ignore[attr-defined]
+        notice = synthetic_data_notice(self.eval_spec.probe.dataset, [self.proxy])
+        if notice:
+            self.progress.warning(notice)
         self.score_cache = open_score_cache(c.score_cache)
         try:
             self.executor: Executor = create_executor(
@@ -218,6 +222,7 @@ class SearchRun:
                 ray_address=c.ray_address,
                 cache=self.score_cache,
                 evaluator=self.evaluator,
+                notify=self.progress.warning,
             )
         except BaseException:
             if self.score_cache is not None:
@@ -287,6 +292,7 @@ class SearchRun:
         The configuration is validated before anything is written, so a bad setting leaves no
         run directory behind."""
         validate_config(config)
+        config = config.resolved()  # device and probe data as they will be stored and kept on resume
         if client is None and getattr(PROPOSERS.get(config.proposer), "uses_llm", False):
             client = client_factory(config)
         run_path = Path(run_dir)
