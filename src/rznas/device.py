@@ -24,9 +24,11 @@ def detect_gpus() -> int:
         return 0
 
 
-def choose_device(name: str, *, gpus: Callable[[], int] = detect_gpus) -> str:
+def choose_device(name: str, *, gpus: Callable[[], int] | None = None) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cpu`` and ``cuda`` as given
-    (``cuda`` without a GPU, or any other name, is a ConfigError)."""
+    (``cuda`` without a GPU, or any other name, is a ConfigError). ``gpus`` counts the visible
+    GPUs (default :func:`detect_gpus`)."""
+    gpus = gpus or detect_gpus
     if name not in DEVICE_CHOICES:
         raise ConfigError(f"unknown device {name!r}; use {', '.join(DEVICE_CHOICES)}")
     if name == "auto":

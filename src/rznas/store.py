@@ -326,12 +326,26 @@ class RunStore:
         return [row[0] for row in self.db.execute("SELECT request_hash FROM llm_calls ORDER BY id")]
 
     def usage(self) -> dict[str, float]:
-        """Calls, tokens and cost actually spent (live calls, i.e. cache entries)."""
+        """Calls, tokens and cost this run actually spent: its live calls, i.e. its reply-cache
+        entries, less the entries a replay copied from the run it replays (paid there, not here)."""
+        totals = self._cache_totals()
+        inherited = self.meta("inherited_usage") or {}
+        return {key: value - inherited.get(key, 0) for key, value in totals.items()}
+
+    def _cache_totals(self) -> dict[str, float]:
         row = self.db.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
             " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
         ).fetchone()
         return dict(row)
+
+    def copy_replies_from(self, source: "RunStore") -> None:
+        """Copy every cached reply of ``source`` (a replay answers from them), recording what they
+        cost so that :meth:`usage` does not count them as spent by this run."""
+        with self.transaction():
+            for key, request, reply in source.cache_entries():
+                self._put_reply(key, request, reply)
+            self._set_meta("inherited_usage", source._cache_totals())
 
     # ---- the reply cache (ReplyCache protocol) ----------------------------------------
     def get_reply(self, key: str) -> CachedReply | None:
@@ -345,20 +359,23 @@ class RunStore:
 
     def put_reply(self, key: str, request: str, reply: CachedReply) -> None:
         with self.transaction():
-            self.db.execute(
-                "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    key,
-                    request,
-                    reply.text,
-                    reply.input_tokens,
-                    reply.output_tokens,
-                    reply.latency_s,
-                    reply.cost_usd,
-                    reply.model,
-                    time.time(),
-                ),
-            )
+            self._put_reply(key, request, reply)
+
+    def _put_reply(self, key: str, request: str, reply: CachedReply) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                key,
+                request,
+                reply.text,
+                reply.input_tokens,
+                reply.output_tokens,
+                reply.latency_s,
+                reply.cost_usd,
+                reply.model,
+                time.time(),
+            ),
+        )
 
     def cache_entries(self) -> Iterator[tuple[str, str, CachedReply]]:
         """(key, request JSON, reply) of every cached reply (for copying into a replay)."""

@@ -353,8 +353,7 @@ class SearchRun:
             config = SearchConfig.from_dict(stored_settings(source.config()), origin=f"{source_dir} config")
             store = RunStore.create(run_dir, config.to_dict())
             store.set_meta("replay_of", str(Path(source_dir).resolve()))
-            for key, request, reply in source.cache_entries():
-                store.put_reply(key, request, reply)
+            store.copy_replies_from(source)  # answered from these, not paid again: not counted as spent
         finally:
             source.close()
         try:
