@@ -543,3 +543,60 @@ def test_a_run_from_before_the_score_seed_cannot_be_resumed_under_the_new_scheme
     run.close()
     with pytest.raises(ConfigError, match="older rznas"):
         SearchRun.resume(tmp_path / "old", progress=Progress(enabled=False))
+
+
+# ---- probe data defaults (issue 11 item 6) ------------------------------------------------------
+def test_search_and_score_give_a_data_dependent_proxy_the_same_real_default_data(tmp_path, monkeypatch):
+    from rznas.cli import build_parser
+
+    from .test_data import solid_images, write_batch
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    write_batch(folder / "data_batch_1", solid_images([(255, 0, 0), (0, 255, 0)]), [0, 1])
+    write_batch(folder / "test_batch", solid_images([(0, 0, 0)]), [4])
+    monkeypatch.delenv("RZNAS_DATA_DIR", raising=False)
+    config = SearchConfig(proxy="zico", data_dir=str(tmp_path / "data"))
+    assert config.data == "auto" and config.resolved().data == "cifar10"  # before: gaussian noise
+    assert SearchConfig(proxy="synflow", data_dir=str(tmp_path / "empty")).resolved().data == "gaussian"  # offline quickstart
+    assert build_parser().parse_args(["score", "--proxy", "zico", "--arch", "x"]).data == "auto"
+
+
+def test_a_data_dependent_proxy_on_noise_is_announced_once_at_start_even_quiet(tmp_path):
+    import io
+
+    config = SearchConfig(proxy="naswot", proposer="random", population=2, iterations=2, data="gaussian",
+                          batch_size=4, probe_chunks=1, score_cache="none")
+    stream = io.StringIO()
+    run = SearchRun.start(config, tmp_path / "run", progress=Progress(stream, enabled=False))
+    run.run()
+    run.close()
+    lines = [line for line in stream.getvalue().splitlines() if "data-dependent" in line]
+    assert len(lines) == 1 and "naswot" in lines[0] and "gaussian" in lines[0]
+    stream = io.StringIO()
+    config = config.replace(proxy="synflow")
+    run = SearchRun.start(config, tmp_path / "run2", progress=Progress(stream, enabled=True))
+    run.run()
+    run.close()
+    assert "data-dependent" not in stream.getvalue()
+
+
+def test_config_files_parse_without_tomllib_through_tomli(tmp_path):
+    """Python 3.10 has no tomllib: the same parser comes from the tomli package (a dependency there)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.toml"
+    path.write_text("population = 3\n")
+    script = (
+        "import sys, tomllib, types\n"
+        "stand_in = types.ModuleType('tomli')\n"
+        "stand_in.loads, stand_in.TOMLDecodeError = tomllib.loads, tomllib.TOMLDecodeError\n"
+        "sys.modules['tomli'], sys.modules['tomllib'] = stand_in, None  # import tomllib fails, as on 3.10\n"
+        "sys.version_info = (3, 10, 14, 'final', 0)\n"
+        "from rznas.search import config\n"
+        "assert config.tomllib is stand_in\n"
+        f"print(config.load_config_file({str(path)!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'population': 3}"

@@ -92,6 +92,7 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
+    device = choose_device(args.device)  # before any data is read: cuda without a GPU fails at once
     names = parse_names(args.proxies)
     proxies = [get_proxy(name) for name in names]
     open_truth = GROUND_TRUTH.get(args.space)
@@ -106,7 +107,7 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         probe_data=choose_probe_data(dataset, args.probe_data, data_dir=args.data_dir),
         batch_size=args.batch_size,
         chunks=chunks_needed(proxies),
-        device=choose_device(args.device),
+        device=device,
     )
     notice = synthetic_data_notice(config.probe_data, proxies)
     if notice:
