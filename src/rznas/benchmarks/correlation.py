@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Iterable, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -35,10 +35,10 @@ from ..data.paths import PathLike
 from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe, parse_data_spec
 from ..errors import ConfigError, DataError
 from ..proxies import Proxy, ProxyResult, evaluate, get_proxy
-from ..registry import Registry
 from ..scoring import ArchScores, arch_seed, chunks_needed, score_architecture
 from ..spaces import SearchSpace, get_space
-from .nb201_table import GroundTruth, open_nb201
+from .ground_truth import GROUND_TRUTH
+from .nb201_table import GroundTruth
 
 TARGET = "test_acc_200"
 FAILURE_POLICY = (
@@ -46,9 +46,6 @@ FAILURE_POLICY = (
     "them below every successful score (the search never selects them), 'ok only' columns drop them"
 )
 
-#: ground-truth openers per search space: (path | None, data_dir=...) -> GroundTruth
-GROUND_TRUTH: Registry[Callable[..., GroundTruth]] = Registry("benchmark space")
-GROUND_TRUTH.register("nb201")(open_nb201)
 
 
 # --- seeding and sampling ---------------------------------------------------------------

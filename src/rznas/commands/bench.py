@@ -74,13 +74,13 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
 def run_correlation_command(args: argparse.Namespace) -> int:
     """Resolve data and ground truth, run (or resume) the benchmark, print the result."""
     from ..benchmarks.correlation import (
-        GROUND_TRUTH,
         CorrelationConfig,
         choose_probe_data,
         chunks_needed,
         prepare_probe,
         run_correlation,
     )
+    from ..benchmarks.ground_truth import GROUND_TRUTH
     from ..data.probe_choice import synthetic_data_notice
     from ..device import choose_device
     from ..proxies import get_proxy
