@@ -17,7 +17,7 @@ from rznas.data.probe import make_probe
 from rznas.errors import ConfigError, UnknownName
 from rznas.proxies import get_proxy
 from rznas.score_cache import ScoreCache
-from rznas.search.budget import Budget
+from rznas.search.budget import ArchBudget
 from rznas.search.config import SearchConfig
 from rznas.search.evaluator import Evaluator
 from rznas.search.executors import (
@@ -117,7 +117,7 @@ def test_spec_is_plain_picklable_and_rebuilds_the_search_evaluator() -> None:
     # the evaluator SearchRun builds from the same config
     probe = make_probe(config.data, data_dir=config.data_dir, batch_size=4, chunks=1, seed=3)
     reference = Evaluator(
-        SPACE, get_proxy("naswot"), probe, score_seed=3, budget=Budget(max_params=5e5, resolution=probe.resolution)
+        SPACE, get_proxy("naswot"), probe, score_seed=3, budget=ArchBudget(max_params=5e5, resolution=probe.resolution)
     )
     rebuilt = spec.build()
     for arch in sample(4, seed=5):

@@ -14,7 +14,7 @@ from rznas.llm import create_client
 from rznas.proxies.base import Proxy
 from rznas.proxies import get_proxy
 from rznas.data.probe import gaussian_probe
-from rznas.search import Budget, BudgetChecker, Evaluator, Evolution, Outcome, ReflectionMemory, TrialState
+from rznas.search import ArchBudget, BudgetChecker, Evaluator, Evolution, Outcome, ReflectionMemory, TrialState
 from rznas.search.config import SearchConfig, resolve_config
 from rznas.search.progress import Progress
 from rznas.search.prompt import MutationPrompt
@@ -164,7 +164,7 @@ class CountingSpace:
 def test_budget_checks_cheapest_first_and_prefer_analytic_counts():
     space = CountingSpace()
     built = []
-    checker = BudgetChecker(space, Budget(max_params=1e6, max_flops=1e12, max_layers=5))
+    checker = BudgetChecker(space, ArchBudget(max_params=1e6, max_flops=1e12, max_layers=5))
     arch = NB201.make(["none"] * 6)
     with pytest.raises(Exception, match="layers 10 exceeds"):
         checker.check(arch, lambda: built.append(1))
@@ -174,19 +174,19 @@ def test_budget_checks_cheapest_first_and_prefer_analytic_counts():
 def test_budget_on_built_network_and_nb201_cannot_count_layers():
     big = NB201.make(["nor_conv_3x3"] * 6)
     small = NB201.make(["none"] * 6)
-    checker = BudgetChecker(NB201, Budget(max_params=5e5))
+    checker = BudgetChecker(NB201, ArchBudget(max_params=5e5))
     assert checker.check(small, lambda: NB201.build(small))["params"] < 5e5
     with pytest.raises(Exception, match="params .* exceeds the budget"):
         checker.check(big, lambda: NB201.build(big))
     with pytest.raises(ConfigError, match="cannot count layers"):
-        BudgetChecker(NB201, Budget(max_layers=10))
+        BudgetChecker(NB201, ArchBudget(max_layers=10))
     with pytest.raises(ConfigError):
-        Budget(max_params=-1)
+        ArchBudget(max_params=-1)
 
 
 def test_evaluator_states():
     probe = gaussian_probe(batch_size=4, chunks=1)
-    evaluator = Evaluator(NB201, get_proxy("params"), probe, score_seed=0, budget=Budget(max_flops=50e6))
+    evaluator = Evaluator(NB201, get_proxy("params"), probe, score_seed=0, budget=ArchBudget(max_flops=50e6))
     small = NB201.make(["none", "skip_connect", "none", "nor_conv_1x1", "none", "none"])
     big = NB201.make(["nor_conv_3x3"] * 6)
     ok = evaluator(small)
@@ -247,7 +247,7 @@ def _refuse():
 )
 def test_a_failing_budget_measurement_is_a_recorded_state_not_a_crash(build, state, words):
     probe = gaussian_probe(batch_size=2, chunks=1)
-    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, score_seed=0, budget=Budget(max_flops=1e9))
+    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, score_seed=0, budget=ArchBudget(max_flops=1e9))
     outcome = evaluator(NB201.make(["none"] * 6))
     assert outcome.state is state and words in outcome.reason and outcome.score is None
 
@@ -528,7 +528,7 @@ def test_analytic_param_budget_counts_the_probe_classes():
     space = get_space("nb201")
     arch = space.decode("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     with_10, with_100 = space.count_params(arch, num_classes=10), space.count_params(arch, num_classes=100)
-    budget = Budget(max_params=(with_10 + with_100) / 2)
+    budget = ArchBudget(max_params=(with_10 + with_100) / 2)
     BudgetChecker(space, budget, num_classes=10).check(arch, lambda: space.build(arch, num_classes=10))
     with pytest.raises(BudgetExceeded):
         BudgetChecker(space, budget, num_classes=100).check(arch, lambda: space.build(arch, num_classes=100))

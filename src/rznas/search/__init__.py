@@ -3,7 +3,7 @@
 The run itself (store, resume, replay) lives in :mod:`rznas.search.runner`; it is not
 imported here so that :mod:`rznas.store` can use the trial types without a cycle.
 """
-from .budget import Budget, BudgetChecker
+from .budget import ArchBudget, BudgetChecker
 from .config import PAPER_SETTING, SearchConfig, resolve_config
 from .evaluator import Evaluator
 from .memory import Note, ReflectionMemory
@@ -14,7 +14,7 @@ from ..trial import Ask, Member, Outcome, Trial, TrialState
 
 __all__ = [
     "Ask",
-    "Budget",
+    "ArchBudget",
     "BudgetChecker",
     "Evaluator",
     "Evolution",

@@ -9,7 +9,7 @@ from ..errors import BudgetExceeded, InvalidArchitecture, ProxyError
 from ..proxies.base import Proxy, is_environment_failure
 from ..scoring import build_seeded, score_model
 from ..spaces.base import SearchSpace
-from .budget import Budget, BudgetChecker
+from .budget import ArchBudget, BudgetChecker
 from ..trial import Outcome, TrialState
 
 
@@ -24,13 +24,13 @@ class Evaluator:
     """
 
     def __init__(
-        self, space: SearchSpace, proxy: Proxy, probe: ProbeBatch, *, score_seed: int, budget: Budget | None = None
+        self, space: SearchSpace, proxy: Proxy, probe: ProbeBatch, *, score_seed: int, budget: ArchBudget | None = None
     ):
         self.space = space
         self.proxy = proxy
         self.probe = probe
         self.score_seed = score_seed
-        self.budget = budget or Budget(resolution=probe.resolution)
+        self.budget = budget or ArchBudget(resolution=probe.resolution)
         self.checker = BudgetChecker(space, self.budget, num_classes=probe.num_classes)
 
     def __call__(self, arch: Architecture) -> Outcome:

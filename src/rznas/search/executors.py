@@ -143,7 +143,7 @@ class EvaluatorSpec:
         """A live :class:`~rznas.search.evaluator.Evaluator` (probe moved to ``device``)."""
         from ..proxies import get_proxy
         from ..spaces import get_space
-        from .budget import Budget
+        from .budget import ArchBudget
         from .evaluator import Evaluator
 
         space = get_space(self.space, **dict(self.space_options))
@@ -151,7 +151,7 @@ class EvaluatorSpec:
         probe = self.probe.make()
         if self.device != "cpu":
             probe = probe.to(self.device)
-        budget = Budget(
+        budget = ArchBudget(
             max_params=self.max_params,
             max_flops=self.max_flops,
             max_layers=self.max_layers,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from ..canonical import canonical_json
 from ..errors import LLMError
 from ..llm.base import Completion, LLMClient, Message
-from ..llm.budget import Budget as UsageBudget
+from ..llm.budget import UsageBudget
 
 
 def messages_payload(messages: list[Message]) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ from ..arch import Architecture
 from ..data.probe_choice import synthetic_data_notice
 from ..errors import BudgetExhausted, ConfigError
 from ..llm.base import LLMClient
-from ..llm.budget import Budget as UsageBudget
+from ..llm.budget import UsageBudget
 from ..proxies import get_proxy
 from ..spaces import get_space
 from ..spaces.base import SearchSpace
