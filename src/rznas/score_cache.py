@@ -24,6 +24,7 @@ from .arch import Architecture
 from .canonical import canonical_json
 from .errors import ConfigError
 from .score_key import context_key, stale_reason
+from .sqlite_tx import ImmediateTransaction
 from .trial import Outcome, TrialState
 
 CACHE_ENV = "RZNAS_CACHE_DIR"
@@ -141,7 +142,7 @@ class ScoreCache:
         if found is not None:
             return found
         space, proxy = str(settings.get("space", "")), str(settings.get("proxy", ""))
-        with self._lock, self._write():
+        with self._write():
             self._db.execute(
                 "INSERT OR IGNORE INTO contexts (key, space, proxy, settings) VALUES (?, ?, ?, ?)",
                 (key, space, proxy, canonical_json(settings)),
@@ -151,8 +152,9 @@ class ScoreCache:
         self._contexts[key] = found
         return found
 
-    def _write(self) -> "_Transaction":
-        return _Transaction(self._db, self)
+    def _write(self) -> ImmediateTransaction:
+        """A write transaction under the instance lock; a busy or read-only file is a ConfigError."""
+        return ImmediateTransaction(self._db, self._lock, on_error=lambda exc: ConfigError(self._unwritable(exc)))
 
     # --- scores -----------------------------------------------------------------------
     def get(self, context: Context, arch: Architecture) -> Outcome | None:
@@ -197,7 +199,7 @@ class ScoreCache:
                 )
             )
         if rows:
-            with self._lock, self._write():
+            with self._write():
                 self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
@@ -260,7 +262,7 @@ class ScoreCache:
         condition = f"context IN (SELECT id FROM contexts c{where})" if where else "1"
         if failed_only:
             condition += " AND state != 'complete'"
-        with self._lock, self._write():
+        with self._write():
             deleted = self._db.execute(f"DELETE FROM scores WHERE {condition}", params).rowcount
             self._db.execute("DELETE FROM contexts WHERE id NOT IN (SELECT DISTINCT context FROM scores)")
         self._contexts.clear()
@@ -289,30 +291,6 @@ def _filters(space: str | None, proxy: str | None) -> tuple[str, list[str]]:
         clauses.append("c.proxy = ?")
         params.append(proxy)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time across processes."""
-
-    def __init__(self, db: sqlite3.Connection, cache: ScoreCache):
-        self.db = db
-        self.cache = cache
-
-    def __enter__(self) -> None:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise ConfigError(self.cache._unwritable(exc)) from None
-
-    def __exit__(self, exc_type: Any, *rest: object) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self.db.execute("ROLLBACK")
-                raise ConfigError(self.cache._unwritable(exc)) from None
-        else:
-            self.db.execute("ROLLBACK")
 
 
 class CachedEvaluator:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from .arch import Architecture
 from .errors import ConfigError, DataError
 from .search.gateway import CachedReply, CallRecord
+from .sqlite_tx import ImmediateTransaction
 from .trial import Trial, TrialState
 
 DB_NAME = "run.sqlite"
@@ -187,8 +188,8 @@ class RunStore:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._writer_fd = fd
 
-    def transaction(self) -> "_Transaction":
-        return _Transaction(self.db, self._lock)
+    def transaction(self) -> ImmediateTransaction:
+        return ImmediateTransaction(self.db, self._lock)
 
     # ---- meta -------------------------------------------------------------------------
     def _set_meta(self, key: str, value: Any) -> None:
@@ -403,32 +404,6 @@ def writer_alive(run_dir: str | Path) -> bool | None:
     finally:
         os.close(fd)  # also drops the shared lock just taken
     return False
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
-
-    def __init__(self, db: sqlite3.Connection, lock: "threading.RLock"):
-        self.db = db
-        self.lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.db
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
-        finally:
-            self.lock.release()
 
 
 def _trial_from_row(row: sqlite3.Row) -> Trial:
