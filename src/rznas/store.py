@@ -327,18 +327,11 @@ class RunStore:
         return [row[0] for row in self.db.execute("SELECT request_hash FROM llm_calls ORDER BY id")]
 
     def usage(self) -> dict[str, float]:
-        """Calls, tokens and cost this run actually spent: its live calls, i.e. its reply-cache
-        entries, less the entries a replay copied from the run it replays (paid there, not here)."""
-        totals = self._cache_totals()
-        inherited = self.meta("inherited_usage") or {}
-        return {key: value - inherited.get(key, 0) for key, value in totals.items()}
+        """Calls, tokens and cost this run actually spent (:func:`spent_usage`)."""
+        return spent_usage(self.db)
 
     def _cache_totals(self) -> dict[str, float]:
-        row = self.db.execute(
-            "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
-            " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
-        ).fetchone()
-        return dict(row)
+        return _cache_totals(self.db)
 
     def copy_replies_from(self, source: "RunStore") -> None:
         """Copy every cached reply of ``source`` (a replay answers from them), recording what they
@@ -404,6 +397,23 @@ def writer_alive(run_dir: str | Path) -> bool | None:
     finally:
         os.close(fd)  # also drops the shared lock just taken
     return False
+
+
+def _cache_totals(db: sqlite3.Connection) -> dict[str, float]:
+    row = db.execute(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
+        " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
+    ).fetchone()
+    return {key: row[key] for key in ("calls", "input_tokens", "output_tokens", "cost_usd")}
+
+
+def spent_usage(db: sqlite3.Connection) -> dict[str, float]:
+    """Calls, tokens and cost a run store's own live calls cost: its reply-cache entries, less
+    those a replay copied from the run it replays (paid there, recorded as ``inherited_usage``)."""
+    totals = _cache_totals(db)
+    row = db.execute("SELECT value FROM meta WHERE key = 'inherited_usage'").fetchone()
+    inherited = json.loads(row[0]) if row else {}
+    return {key: value - inherited.get(key, 0) for key, value in totals.items()}
 
 
 def _trial_from_row(row: sqlite3.Row) -> Trial:
