@@ -8,10 +8,11 @@ compute the score. Those modules are, precisely:
 * the fixed core, :data:`CORE_MODULES`: seeding and the build/score sequence (``rznas.scoring``),
   validation, budget checks and failure states (``rznas.search.evaluator``, ``rznas.search.budget``),
   the shared gradient passes (``rznas.proxies.base``), the probe batch (``rznas.data.probe``,
-  ``rznas.data.cifar``) and the architecture id that seeds the weights (``rznas.arch``);
+  ``rznas.data.cifar``, ``rznas.data.user``) and the architecture id that seeds the weights (``rznas.arch``);
 * the modules that define the space's and the proxy's classes (their whole class hierarchy), and
-  every module of ``rznas.spaces`` / ``rznas.proxies`` those modules reference, transitively
-  (e.g. ``zen_resnet`` -> ``macro_space``, ``macro_blocks``, ``zen_notation``; ``maedet`` proxy -> ``zen``).
+  every module of ``rznas.spaces`` / ``rznas.proxies`` (and, for a plug-in, of its own top-level
+  package) those modules reference, transitively (e.g. ``zen_resnet`` -> ``macro_space``,
+  ``macro_blocks``, ``zen_notation``; ``maedet`` proxy -> ``zen``).
 
 Nothing else enters the fingerprint, so editing the LLM backends, the prompt, the runner or another
 proxy leaves stored scores valid, while any edit to the code above makes its contexts stale:
@@ -36,6 +37,7 @@ CORE_MODULES: tuple[str, ...] = (
     "rznas.arch",
     "rznas.data.cifar",
     "rznas.data.probe",
+    "rznas.data.user",
     "rznas.proxies.base",
     "rznas.scoring",
     "rznas.search.budget",
@@ -50,12 +52,12 @@ def context_key(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(settings).encode()).hexdigest()
 
 
-def _followed(name: str | None) -> bool:
-    return isinstance(name, str) and any(name == p or name.startswith(p + ".") for p in FOLLOWED_PACKAGES)
+def _followed(name: str | None, packages: tuple[str, ...] = FOLLOWED_PACKAGES) -> bool:
+    return isinstance(name, str) and any(name == p or name.startswith(p + ".") for p in packages)
 
 
-def _referenced_modules(module: ModuleType) -> set[str]:
-    """Modules of the followed packages that ``module``'s globals are, or come from."""
+def _referenced_modules(module: ModuleType, packages: tuple[str, ...]) -> set[str]:
+    """Modules of the followed ``packages`` that ``module``'s globals are, or come from."""
     found: set[str] = set()
     for value in list(vars(module).values()):
         if isinstance(value, ModuleType):
@@ -65,13 +67,18 @@ def _referenced_modules(module: ModuleType) -> set[str]:
                 name = getattr(value, "__module__", None)
             except Exception:  # an exotic object with a failing attribute: it tells us nothing
                 continue
-        if _followed(name) and not str(name).endswith(".__init__"):
+        if _followed(name, packages) and not str(name).endswith(".__init__"):
             found.add(str(name))
     return found
 
 
+#: modules of a class hierarchy that never decide a score
+_NOT_SCORE_CODE = frozenset({"builtins", "abc", "typing"})
+
+
 def _class_modules(cls: type) -> set[str]:
-    return {klass.__module__ for klass in cls.__mro__ if klass.__module__.startswith("rznas.")}
+    """The modules defining ``cls`` and its bases (a plug-in's own module included)."""
+    return {klass.__module__ for klass in cls.__mro__ if klass.__module__ not in _NOT_SCORE_CODE}
 
 
 def score_modules(space: str, proxy: str) -> tuple[str, ...]:
@@ -80,6 +87,9 @@ def score_modules(space: str, proxy: str) -> tuple[str, ...]:
     from .spaces import SPACES
 
     todo = _class_modules(SPACES.get(space)) | _class_modules(PROXIES.get(proxy))
+    # a plug-in space or proxy (entry point) is followed inside its own top-level package too
+    plugin_packages = {name.split(".")[0] for name in todo if not name.startswith("rznas.")}
+    packages = FOLLOWED_PACKAGES + tuple(sorted(plugin_packages))
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -87,7 +97,7 @@ def score_modules(space: str, proxy: str) -> tuple[str, ...]:
             continue
         seen.add(name)
         module = sys.modules.get(name) or importlib.import_module(name)
-        todo |= _referenced_modules(module) - seen
+        todo |= _referenced_modules(module, packages) - seen
     package_inits = {p for p in FOLLOWED_PACKAGES}  # the registries' import lists, not score code
     return tuple(sorted((seen - package_inits) | set(CORE_MODULES)))
 

@@ -103,7 +103,7 @@ class Size:
 def measure_size(space: SearchSpace, arch: Architecture, build: ModelFactory, *, num_classes: int | None = None) -> Size:
     """Params and FLOPs of ``arch`` exactly as a :class:`BudgetChecker` measures them: the space's
     analytic counters where it has them, else the built network, at the native resolution."""
-    resolution = flops_resolution(space, Budget())
+    resolution = flops_resolution(space, ArchBudget())
     classes = counting_classes(space, num_classes)
     params_of = getattr(space, "count_params", None)
     flops_of = getattr(space, "count_flops", None)
