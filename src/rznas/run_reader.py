@@ -23,7 +23,7 @@ from .report import best_trial, population_series, token_summary
 from .store import DB_NAME, SCHEMA_VERSION, spent_usage, writer_alive
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .search.trial import Trial
+    from .trial import Trial
 
 #: tables a final-selection stage may add to the store; the first one present is shown
 FINAL_SELECTION_TABLES = ("final_selection", "final_candidates", "selection_candidates")
@@ -89,7 +89,7 @@ class RunReader:
         return rows
 
     def trials(self) -> list["Trial"]:
-        """Every committed trial as a :class:`~rznas.search.trial.Trial`, in order (the Python API's view)."""
+        """Every committed trial as a :class:`~rznas.trial.Trial`, in order (the Python API's view)."""
         from .store import _trial_from_row
 
         return [_trial_from_row(row) for row in self.db.execute("SELECT * FROM trials ORDER BY number")]
