@@ -40,7 +40,7 @@ from rznas.search.gateway import LLMGateway
 from rznas.search.proposers import LLMProposer, ProposerContext
 from rznas.search.prompt import MutationPrompt
 from rznas.search.runner import llm_proposer_options, prompt_options
-from rznas.search.trial import Member
+from rznas.trial import Member
 from rznas.spaces import get_space
 
 #: space -> (constructor options, flags as a user gives them)

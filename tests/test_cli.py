@@ -109,7 +109,7 @@ def test_score_json_keeps_raw_numbers_with_their_unit_and_resolution(capsys):
         (["score", "--space", "darts9", "--proxy", "params", "--arch", A], 2, "unknown search space"),
         (["score", "--proxy", "params,params", "--arch", A, "--data", "gaussian"], 2, "duplicates"),
         (["score", "--proxy", "params", "--arch", A, "--data", "gaussian", "--batch-size", "0"], 2, "batch-size"),
-        (["score", "--proxy", "params", "--arch", A, "--data-dir", "/nonexistent/rznas-data"], 2,
+        (["score", "--proxy", "naswot", "--arch", A, "--data-dir", "/nonexistent/rznas-data"], 2,
          "/nonexistent/rznas-data"),
         (["score", "--proxy", "params", "--arch-file", "/nonexistent/archs.txt", "--data", "gaussian"], 2,
          "does not exist"),
@@ -121,8 +121,9 @@ def test_bad_input_gives_a_clear_error_and_exit_code(argv, code, message, capsys
 
 
 def test_missing_data_folder_names_the_env_var(monkeypatch, capsys):
+    """A data-dependent proxy gets CIFAR-10 by default; without it the error says where rznas looked."""
     monkeypatch.delenv("RZNAS_DATA_DIR", raising=False)
-    assert main(["score", "--proxy", "params", "--arch", A]) == 2
+    assert main(["score", "--proxy", "naswot", "--arch", A]) == 2
     assert "RZNAS_DATA_DIR" in capsys.readouterr().err
 
 
@@ -201,7 +202,7 @@ def test_process_exit_codes():
     assert unknown.returncode == 2 and "unknown proxy 'nope'" in unknown.stderr
     malformed = run_cli("score", "--proxy", "params", "--arch", "|nor_conv_3x3~1|", "--data", "gaussian")
     assert malformed.returncode == 3 and "malformed" in malformed.stderr
-    missing = run_cli("score", "--proxy", "params", "--arch", A)
+    missing = run_cli("score", "--proxy", "naswot", "--arch", A)
     assert missing.returncode == 2 and "RZNAS_DATA_DIR" in missing.stderr
     assert "Traceback" not in unknown.stderr + malformed.stderr + missing.stderr
 

@@ -251,3 +251,40 @@ def test_probe_bad_requests():
 def test_probe_larger_than_the_data_is_refused(fake_cifar10):
     with pytest.raises(ConfigError, match="needs"):
         make_probe("cifar10", data_dir=fake_cifar10, batch_size=2, chunks=2)
+
+
+# --- default probe data: real images for data-dependent proxies (rznas.data.probe_choice) ------
+
+
+def test_auto_gives_real_images_to_data_dependent_proxies_and_noise_to_data_free_ones(fake_cifar10):
+    from rznas.data.probe_choice import choose_probe_data
+    from rznas.proxies import PROXIES
+
+    zico, synflow, params = PROXIES.get("zico"), PROXIES.get("synflow"), PROXIES.get("params")
+    assert choose_probe_data("auto", [zico], data_dir=fake_cifar10) == "cifar10"
+    assert choose_probe_data("auto", [synflow, params], data_dir=fake_cifar10) == "gaussian"
+    assert choose_probe_data("auto", [synflow, zico], data_dir=fake_cifar10) == "cifar10"  # one needs data
+    assert choose_probe_data("gaussian", [zico], data_dir=fake_cifar10) == "gaussian"  # asked for: honoured
+    with pytest.raises(UnknownName, match="did you mean 'cifar10'"):
+        choose_probe_data("cifar1O", [zico])
+
+
+def test_auto_without_cifar10_is_an_error_that_names_the_way_out(tmp_path, monkeypatch):
+    from rznas.data.probe_choice import choose_probe_data
+    from rznas.proxies import PROXIES
+
+    monkeypatch.delenv("RZNAS_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match=r"zico scores real images.*--data gaussian"):
+        choose_probe_data("auto", [PROXIES.get("zico")], data_dir=tmp_path)
+    # a data-free proxy needs no data at all (the README quickstart runs offline)
+    assert choose_probe_data("auto", [PROXIES.get("synflow")], data_dir=tmp_path) == "gaussian"
+
+
+def test_synthetic_data_for_a_data_dependent_proxy_is_announced():
+    from rznas.data.probe_choice import synthetic_data_notice
+    from rznas.proxies import PROXIES
+
+    notice = synthetic_data_notice("gaussian", [PROXIES.get("zico")])
+    assert notice is not None and "zico is data-dependent" in notice and "--data cifar10" in notice
+    assert synthetic_data_notice("gaussian", [PROXIES.get("synflow")]) is None
+    assert synthetic_data_notice("cifar10", [PROXIES.get("zico")]) is None

@@ -16,7 +16,7 @@ from rznas.search.gateway import LLMGateway
 from rznas.search.prompt import MutationPrompt, PromptOptions, edit_reply_schema, min_reply_tokens
 from rznas.search.proposers import LLMProposer, ProposerContext, salvage_edit
 from rznas.search.runner import llm_proposer_options, prompt_options, stored_settings
-from rznas.search.trial import Member, TrialState
+from rznas.trial import Member, TrialState
 from rznas.spaces import get_space
 
 SPACE_OPTIONS = {

@@ -17,7 +17,7 @@ from rznas.data.probe import make_probe
 from rznas.errors import ConfigError, UnknownName
 from rznas.proxies import get_proxy
 from rznas.score_cache import ScoreCache
-from rznas.search.budget import Budget
+from rznas.search.budget import ArchBudget
 from rznas.search.config import SearchConfig
 from rznas.search.evaluator import Evaluator
 from rznas.search.executors import (
@@ -31,7 +31,7 @@ from rznas.search.executors import (
     import_ray,
     is_worker_lost,
 )
-from rznas.search.trial import Outcome, TrialState
+from rznas.trial import Outcome, TrialState
 from rznas.spaces import get_space
 
 SPACE = get_space("nb201")
@@ -111,13 +111,13 @@ class Raises:
 
 
 def test_spec_is_plain_picklable_and_rebuilds_the_search_evaluator() -> None:
-    config = SearchConfig(proxy="naswot", batch_size=4, probe_chunks=1, seed=1, score_seed=3, max_params=5e5)
+    config = SearchConfig(proxy="naswot", data="gaussian", batch_size=4, probe_chunks=1, seed=1, score_seed=3, max_params=5e5)
     spec = EvaluatorSpec.from_config(config)
     assert pickle.loads(pickle.dumps(spec)) == spec and hash(spec) == hash(pickle.loads(pickle.dumps(spec)))
     # the evaluator SearchRun builds from the same config
     probe = make_probe(config.data, data_dir=config.data_dir, batch_size=4, chunks=1, seed=3)
     reference = Evaluator(
-        SPACE, get_proxy("naswot"), probe, score_seed=3, budget=Budget(max_params=5e5, resolution=probe.resolution)
+        SPACE, get_proxy("naswot"), probe, score_seed=3, budget=ArchBudget(max_params=5e5, resolution=probe.resolution)
     )
     rebuilt = spec.build()
     for arch in sample(4, seed=5):

@@ -183,8 +183,13 @@ def test_reference_scores_are_cached_and_reused(tmp_path, probe):
 
 
 def test_single_proxy_cache_keys_are_unchanged_by_the_fitness_layer():
+    from rznas.score_key import FITNESS_MODULES, score_modules
+
     settings = EvaluatorSpec(space="nb201", proxy="synflow").cache_settings()
-    assert "fitness" not in settings and settings["proxy_version"] == "1"
+    assert "fitness" not in settings and settings["proxy"] == "synflow"
+    assert not set(FITNESS_MODULES) & set(score_modules("nb201", "synflow"))  # no fitness code in its fingerprint
+    ensemble = EvaluatorSpec(space="nb201", proxy="synflow+params").cache_settings()
+    assert ensemble["fitness"]["components"] and set(FITNESS_MODULES) <= set(score_modules("nb201", "synflow+params"))
     assert isinstance(make_fitness("synflow"), ProxyFitness)
 
 

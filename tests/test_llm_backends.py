@@ -12,7 +12,7 @@ import pytest
 from rznas.errors import BudgetExhausted, ConfigError, LLMError, UnknownName
 from rznas.llm import (
     BACKENDS,
-    Budget,
+    UsageBudget,
     LLMClient,
     Message,
     PriceTable,
@@ -263,14 +263,14 @@ def test_price_table_prefixes_and_overrides() -> None:
 def test_cost_budget_requires_a_known_price() -> None:
     with FakeOpenAIServer() as server:
         with pytest.raises(ConfigError, match="no price"):
-            create_client("openai:mystery", base_url=server.base_url, budget=Budget(max_cost_usd=1.0))
+            create_client("openai:mystery", base_url=server.base_url, budget=UsageBudget(max_cost_usd=1.0))
         client = create_client("openai:mystery", base_url=server.base_url, price_table={"mystery": {"input": 1, "output": 1}},
-                               budget=Budget(max_cost_usd=1.0))
+                               budget=UsageBudget(max_cost_usd=1.0))
         assert client.complete(MSGS, temperature=0.2, max_tokens=8).cost_usd > 0
 
 
 def test_token_budget_stops_cleanly_and_is_shared() -> None:
-    budget = Budget(max_tokens=30)
+    budget = UsageBudget(max_tokens=30)
     mutate = create_client("scripted:m", replies=lambda m: "x" * 40, budget=budget)  # ~10 output tokens
     reflect = create_client("scripted:r", replies=lambda m: "y" * 40, budget=budget)
     mutate.complete(MSGS, temperature=0.2, max_tokens=8)
@@ -282,7 +282,7 @@ def test_token_budget_stops_cleanly_and_is_shared() -> None:
 
 
 def test_cost_budget_stops_cleanly() -> None:
-    budget = Budget(max_cost_usd=0.0001)
+    budget = UsageBudget(max_cost_usd=0.0001)
     with FakeOpenAIServer(reply="z" * 400) as server:
         client = create_client("openai:gpt-4o", base_url=server.base_url, budget=budget)
         client.complete(MSGS, temperature=0.2, max_tokens=8)  # 100 output tokens = $0.001
@@ -292,7 +292,7 @@ def test_cost_budget_stops_cleanly() -> None:
 
 
 def test_budget_restores_previous_usage() -> None:
-    budget = Budget(max_tokens=100)
+    budget = UsageBudget(max_tokens=100)
     budget.add(60, 40, 0.0, calls=3)
     with pytest.raises(BudgetExhausted):
         budget.check()

@@ -65,7 +65,7 @@ def test_benchmark_is_skipped_gracefully_without_a_table(monkeypatch):
 def test_benchmark_accuracies_on_three_datasets(tmp_path, capsys):
     folder = require_shared("nb201")
     arch = get_space("nb201").decode("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
-    result = benchmark_accuracies("nb201", arch, nb201=str(folder))
+    result = benchmark_accuracies("nb201", arch, table=str(folder))
     assert abs(result["cifar10"]["test_acc"] - 94.37) < 0.01  # the benchmark optimum
     assert 0 < result["cifar100"]["val_acc"] < 100 and 0 < result["imagenet16"]["test_acc"] < 100
     out = tmp_path / "run"
@@ -74,3 +74,25 @@ def test_benchmark_accuracies_on_three_datasets(tmp_path, capsys):
     best = json.loads((out / "best_arch.json").read_text())
     assert set(best["benchmark"]) >= {"cifar10", "cifar100", "imagenet16"}
     assert "imagenet16  val" in capsys.readouterr().out
+
+
+def test_benchmark_accuracies_come_from_the_ground_truth_registry(monkeypatch):
+    """A space with a registered table is looked up there (the report used to know only nb201)."""
+    from rznas.benchmarks.ground_truth import GROUND_TRUTH
+    from rznas.benchmarks.nb201_table import Accuracy
+
+    class Table:
+        source = "test-table"
+        datasets = ("tiny",)
+
+        def lookup(self, arch, dataset):
+            return Accuracy(50.0, 60.0, None)
+
+    opened = []
+    monkeypatch.setitem(GROUND_TRUTH._items, "darts", lambda location, data_dir=None: opened.append(location) or Table())
+    arch = get_space("darts").sample(__import__("random").Random(0))
+    assert benchmark_accuracies("darts", arch, table="/somewhere") == {
+        "source": "test-table", "tiny": {"val_acc": 50.0, "test_acc": 60.0}
+    }
+    assert opened == ["/somewhere"]
+    assert "no benchmark table for space 'zen_resnet'" in benchmark_accuracies("zen_resnet", arch)["skipped"]

@@ -160,6 +160,15 @@ def test_offline_replay_reproduces_a_finished_run(tmp_path, reference, tmp_path_
     replay = run_log(tmp_path / "replay")
     assert replay["trials"] == reference["trials"]
     assert all(c["cache_hit"] for c in RunStore.open(tmp_path / "replay").llm_calls())
+    # the copied reply cache was paid by the source run, not by the replay
+    paid = RunStore.open(source).usage()
+    assert paid["calls"] > 0
+    assert RunStore.open(tmp_path / "replay").usage() == {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0}
+    assert json.loads((tmp_path / "replay" / "best_arch.json").read_text())["usage"]["calls"] == 0
+    from rznas.run_reader import RunReader
+
+    assert RunReader(tmp_path / "replay").usage()["calls"] == 0  # what `rznas report` shows
+    assert RunReader(source).usage() == paid
 
 
 def test_resume_refuses_to_change_the_search(tmp_path):

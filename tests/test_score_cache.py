@@ -15,7 +15,7 @@ from rznas.cli import main
 from rznas.errors import ConfigError
 from rznas.score_cache import CachedEvaluator, ScoreCache, context_key, default_cache_path, resolve_cache_path
 from rznas.search.executors import EvaluatorSpec, ProbeSpec
-from rznas.search.trial import Outcome, TrialState
+from rznas.trial import Outcome, TrialState
 from rznas.spaces import get_space
 
 SPACE = get_space("nb201")
@@ -131,7 +131,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from rznas.score_cache import ScoreCache
-    from rznas.search.trial import Outcome, TrialState
+    from rznas.trial import Outcome, TrialState
     from rznas.arch import Architecture
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     cache = ScoreCache(path, timeout=60)
@@ -229,3 +229,184 @@ def test_precompute_rejects_a_space_it_cannot_enumerate(tmp_path: Path, monkeypa
     monkeypatch.setenv("RZNAS_CACHE_DIR", str(tmp_path))
     assert main(["cache", "precompute", "--space", "darts", "--proxy", "params", "--executor", "inline"]) == 2
     assert not (tmp_path / "scores.sqlite").exists()  # refused before the cache was opened
+
+
+# --- the key: what decides a score (rznas.score_key) --------------------------------------
+
+
+def test_key_holds_versions_device_and_a_fingerprint_of_the_score_code() -> None:
+    import numpy
+    import torch
+
+    import rznas
+
+    settings = SPEC.cache_settings()
+    code = settings["code"]
+    assert code["rznas"] == rznas.__version__ and code["torch"] == torch.__version__
+    assert code["numpy"] == numpy.__version__ and len(code["fingerprint"]) == 64
+    assert settings["device"] == "cpu" and "proxy_version" not in settings
+    cuda = SPEC.with_device("cuda:0").cache_settings()
+    assert cuda["device"] == "cuda" and context_key(cuda) != context_key(settings)
+
+
+def test_fingerprint_covers_the_score_code_and_nothing_else() -> None:
+    from rznas.score_key import CORE_MODULES, score_modules
+
+    modules = score_modules("zen_resnet", "maedet")
+    assert set(CORE_MODULES) <= set(modules)
+    # the space's and proxy's own modules and what they use inside rznas.spaces / rznas.proxies
+    for name in ("rznas.spaces.zen_resnet", "rznas.spaces.macro_space", "rznas.spaces.macro_blocks",
+                 "rznas.spaces.zen_notation", "rznas.spaces.base", "rznas.proxies.maedet", "rznas.proxies.zen"):
+        assert name in modules
+    # not other proxies or spaces, nor the LLM, prompt, runner, executors or stores
+    for name in ("rznas.proxies.synflow", "rznas.spaces.nb201", "rznas.spaces.darts", "rznas.llm.parse",
+                 "rznas.search.prompt", "rznas.search.runner", "rznas.search.executors", "rznas.score_cache"):
+        assert name not in modules
+    assert "rznas.spaces.nb201" in score_modules("nb201", "zico") and "rznas.proxies.zico" in score_modules("nb201", "zico")
+
+
+def _edited(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """Pretend the source of ``module`` was edited (a fix in a proxy, say)."""
+    from rznas import score_key
+
+    original = score_key.module_source
+    monkeypatch.setattr(score_key, "module_source", lambda name: original(name) + (b"\n# fix" if name == module else b""))
+    score_key.code_fingerprint.cache_clear()
+
+
+def test_editing_the_proxy_makes_old_scores_stale_and_unread(cache: ScoreCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rznas import score_key
+
+    before = SPEC.cache_settings()
+    cached = CachedEvaluator(Counting(), cache, before)
+    cached(ARCHS[0])
+    assert score_key.stale_reason(before) is None
+    try:
+        _edited(monkeypatch, "rznas.llm.parse")  # unrelated code: the key stays
+        assert SPEC.cache_settings() == before
+        _edited(monkeypatch, "rznas.proxies.size")  # the params proxy's module
+        after = SPEC.cache_settings()
+        assert context_key(after) != context_key(before)
+        assert score_key.stale_reason(before) == "score code changed"
+        again = CachedEvaluator(Counting(), cache, after)
+        again(ARCHS[0])
+        assert again.misses == 1, "a score computed by the old code must not be served"
+    finally:
+        monkeypatch.undo()
+        score_key.code_fingerprint.cache_clear()
+
+
+def test_other_versions_make_a_context_stale() -> None:
+    from rznas.score_key import stale_reason
+
+    settings = SPEC.cache_settings()
+    older = dict(settings, code=dict(settings["code"], torch="1.0.0"))
+    assert stale_reason(older) == f"torch 1.0.0 -> {settings['code']['torch']}"
+    assert stale_reason({k: v for k, v in settings.items() if k != "code"}) == "written without a code identity"
+    assert "evaluation version" in stale_reason(dict(settings, evaluation="1"))
+    assert "cannot fingerprint" in stale_reason(dict(settings, proxy="gone"))
+
+
+# --- what is cached: deterministic outcomes only ---------------------------------------------
+
+
+def test_transient_failures_are_never_stored(cache: ScoreCache) -> None:
+    context = cache.context(SPEC.cache_settings())
+    oom = Outcome(TrialState.PROXY_ERROR, ARCHS[0], reason="zico: OutOfMemoryError (CUDA out of memory)", transient=True)
+    assert not cache.put(context, oom) and cache.get(context, ARCHS[0]) is None
+    nan = Outcome(TrialState.PROXY_ERROR, ARCHS[1], reason="zico produced a non-finite score (nan)")
+    assert cache.put(context, nan) and cache.get(context, ARCHS[1]) == nan
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["cuda_oom", "cpu_oom", "memory_error", "cuda_fault"],
+)
+def test_the_evaluator_marks_machine_failures_transient(error: str) -> None:
+    import torch
+
+    from rznas.proxies.base import PROXIES, Proxy
+
+    raised = {
+        "cuda_oom": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        "cpu_oom": RuntimeError("[enforce fail at alloc_cpu.cpp:114] DefaultCPUAllocator: can't allocate memory"),
+        "memory_error": MemoryError(),
+        "cuda_fault": RuntimeError("CUDA error: an illegal memory access was encountered"),
+    }[error]
+
+    class Exhausting(Proxy):
+        name = "exhausting"
+
+        def compute(self, ctx):  # noqa: ANN001
+            raise raised
+
+    PROXIES.register("exhausting")(Exhausting)
+    try:
+        evaluator = EvaluatorSpec("nb201", "exhausting", ProbeSpec(batch_size=4, chunks=1)).build()
+        outcome = evaluator(ARCHS[0])
+    finally:
+        PROXIES._items.pop("exhausting")  # type: ignore[attr-defined]
+    assert outcome.state is TrialState.PROXY_ERROR and outcome.transient, outcome
+
+
+def test_a_deterministic_proxy_failure_is_not_transient() -> None:
+    spec = EvaluatorSpec("nb201", "synflow", ProbeSpec(batch_size=4, chunks=1))
+    dead = SPACE.make(["none"] * 6)  # no path from input to output: synflow is exactly zero
+    outcome = spec.build()(dead)
+    assert outcome.state is TrialState.PROXY_ERROR and not outcome.transient
+
+
+# --- rznas cache info / clear --stale ----------------------------------------------------------
+
+
+def test_cache_info_marks_stale_contexts_and_clear_stale_deletes_only_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RZNAS_CACHE_DIR", str(tmp_path))
+    current = SPEC.cache_settings()
+    old = dict(current, code=dict(current["code"], rznas="0.0.1"))
+    with ScoreCache(tmp_path / "scores.sqlite") as cache:
+        for settings, archs in ((current, ARCHS[:2]), (old, ARCHS)):
+            evaluator = CachedEvaluator(Counting(), cache, settings)
+            for arch in archs:
+                evaluator(arch)
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("STALE") == 1 and out.count("current") == 1
+    assert f"stale: rznas 0.0.1 -> {current['code']['rznas']}" in out
+    assert "rznas cache clear --stale" in out
+    assert main(["cache", "clear", "--stale"]) == 0
+    assert "deleted 3" in capsys.readouterr().out
+    with ScoreCache(tmp_path / "scores.sqlite") as cache:
+        (left,) = cache.summary()
+        assert left.stale is None and left.complete == 2
+    assert main(["cache", "clear", "--stale"]) == 0
+    assert "deleted 0" in capsys.readouterr().out
+
+
+# --- a cache that cannot write loses nothing ------------------------------------------------
+
+
+def test_a_cache_write_failure_keeps_the_result_and_warns_once(cache: ScoreCache) -> None:
+    from rznas.search.executors import CachingExecutor, InlineExecutor
+
+    def broken_put(context, outcome):  # noqa: ANN001
+        raise ConfigError("cannot use the score cache: disk I/O error")
+
+    cache.put = broken_put  # type: ignore[method-assign]
+    warnings: list[str] = []
+    executor = CachingExecutor(InlineExecutor(evaluator=Counting()), cache, SPEC.cache_settings(), notify=warnings.append)
+    outcomes = [executor.submit(arch).result(timeout=10) for arch in ARCHS]
+    assert [o.state for o in outcomes] == [TrialState.COMPLETE] * 3
+    assert executor.store_failures == 3
+    assert len(warnings) == 1 and "could not store" in warnings[0] and "disk I/O error" in warnings[0]
+    executor.close()
+    assert len(warnings) == 2 and "3 results" in warnings[1]
+
+
+def test_the_cache_does_not_import_the_search_package() -> None:
+    """Data flows one way: search uses the cache; the cache (and its key) never imports rznas.search."""
+    script = "import sys, rznas.score_cache; print(sorted(m for m in sys.modules if m.startswith('rznas.search')))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

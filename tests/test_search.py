@@ -14,7 +14,7 @@ from rznas.llm import create_client
 from rznas.proxies.base import Proxy
 from rznas.proxies import get_proxy
 from rznas.data.probe import gaussian_probe
-from rznas.search import Budget, BudgetChecker, Evaluator, Evolution, Outcome, ReflectionMemory, TrialState
+from rznas.search import ArchBudget, BudgetChecker, Evaluator, Evolution, Outcome, ReflectionMemory, TrialState
 from rznas.search.config import SearchConfig, resolve_config
 from rznas.search.progress import Progress
 from rznas.search.prompt import MutationPrompt
@@ -164,7 +164,7 @@ class CountingSpace:
 def test_budget_checks_cheapest_first_and_prefer_analytic_counts():
     space = CountingSpace()
     built = []
-    checker = BudgetChecker(space, Budget(max_params=1e6, max_flops=1e12, max_layers=5))
+    checker = BudgetChecker(space, ArchBudget(max_params=1e6, max_flops=1e12, max_layers=5))
     arch = NB201.make(["none"] * 6)
     with pytest.raises(Exception, match="layers 10 exceeds"):
         checker.check(arch, lambda: built.append(1))
@@ -174,19 +174,19 @@ def test_budget_checks_cheapest_first_and_prefer_analytic_counts():
 def test_budget_on_built_network_and_nb201_cannot_count_layers():
     big = NB201.make(["nor_conv_3x3"] * 6)
     small = NB201.make(["none"] * 6)
-    checker = BudgetChecker(NB201, Budget(max_params=5e5))
+    checker = BudgetChecker(NB201, ArchBudget(max_params=5e5))
     assert checker.check(small, lambda: NB201.build(small))["params"] < 5e5
     with pytest.raises(Exception, match="params .* exceeds the budget"):
         checker.check(big, lambda: NB201.build(big))
     with pytest.raises(ConfigError, match="cannot count layers"):
-        BudgetChecker(NB201, Budget(max_layers=10))
+        BudgetChecker(NB201, ArchBudget(max_layers=10))
     with pytest.raises(ConfigError):
-        Budget(max_params=-1)
+        ArchBudget(max_params=-1)
 
 
 def test_evaluator_states():
     probe = gaussian_probe(batch_size=4, chunks=1)
-    evaluator = Evaluator(NB201, get_proxy("params"), probe, score_seed=0, budget=Budget(max_flops=50e6))
+    evaluator = Evaluator(NB201, get_proxy("params"), probe, score_seed=0, budget=ArchBudget(max_flops=50e6))
     small = NB201.make(["none", "skip_connect", "none", "nor_conv_1x1", "none", "none"])
     big = NB201.make(["nor_conv_3x3"] * 6)
     ok = evaluator(small)
@@ -247,7 +247,7 @@ def _refuse():
 )
 def test_a_failing_budget_measurement_is_a_recorded_state_not_a_crash(build, state, words):
     probe = gaussian_probe(batch_size=2, chunks=1)
-    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, score_seed=0, budget=Budget(max_flops=1e9))
+    evaluator = Evaluator(_UncountedSpace(build), get_proxy("params"), probe, score_seed=0, budget=ArchBudget(max_flops=1e9))
     outcome = evaluator(NB201.make(["none"] * 6))
     assert outcome.state is state and words in outcome.reason and outcome.score is None
 
@@ -528,7 +528,7 @@ def test_analytic_param_budget_counts_the_probe_classes():
     space = get_space("nb201")
     arch = space.decode("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     with_10, with_100 = space.count_params(arch, num_classes=10), space.count_params(arch, num_classes=100)
-    budget = Budget(max_params=(with_10 + with_100) / 2)
+    budget = ArchBudget(max_params=(with_10 + with_100) / 2)
     BudgetChecker(space, budget, num_classes=10).check(arch, lambda: space.build(arch, num_classes=10))
     with pytest.raises(BudgetExceeded):
         BudgetChecker(space, budget, num_classes=100).check(arch, lambda: space.build(arch, num_classes=100))
@@ -543,3 +543,60 @@ def test_a_run_from_before_the_score_seed_cannot_be_resumed_under_the_new_scheme
     run.close()
     with pytest.raises(ConfigError, match="older rznas"):
         SearchRun.resume(tmp_path / "old", progress=Progress(enabled=False))
+
+
+# ---- probe data defaults (issue 11 item 6) ------------------------------------------------------
+def test_search_and_score_give_a_data_dependent_proxy_the_same_real_default_data(tmp_path, monkeypatch):
+    from rznas.cli import build_parser
+
+    from .test_data import solid_images, write_batch
+
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    write_batch(folder / "data_batch_1", solid_images([(255, 0, 0), (0, 255, 0)]), [0, 1])
+    write_batch(folder / "test_batch", solid_images([(0, 0, 0)]), [4])
+    monkeypatch.delenv("RZNAS_DATA_DIR", raising=False)
+    config = SearchConfig(proxy="zico", data_dir=str(tmp_path / "data"))
+    assert config.data == "auto" and config.resolved().data == "cifar10"  # before: gaussian noise
+    assert SearchConfig(proxy="synflow", data_dir=str(tmp_path / "empty")).resolved().data == "gaussian"  # offline quickstart
+    assert build_parser().parse_args(["score", "--proxy", "zico", "--arch", "x"]).data == "auto"
+
+
+def test_a_data_dependent_proxy_on_noise_is_announced_once_at_start_even_quiet(tmp_path):
+    import io
+
+    config = SearchConfig(proxy="naswot", proposer="random", population=2, iterations=2, data="gaussian",
+                          batch_size=4, probe_chunks=1, score_cache="none")
+    stream = io.StringIO()
+    run = SearchRun.start(config, tmp_path / "run", progress=Progress(stream, enabled=False))
+    run.run()
+    run.close()
+    lines = [line for line in stream.getvalue().splitlines() if "data-dependent" in line]
+    assert len(lines) == 1 and "naswot" in lines[0] and "gaussian" in lines[0]
+    stream = io.StringIO()
+    config = config.replace(proxy="synflow")
+    run = SearchRun.start(config, tmp_path / "run2", progress=Progress(stream, enabled=True))
+    run.run()
+    run.close()
+    assert "data-dependent" not in stream.getvalue()
+
+
+def test_config_files_parse_without_tomllib_through_tomli(tmp_path):
+    """Python 3.10 has no tomllib: the same parser comes from the tomli package (a dependency there)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.toml"
+    path.write_text("population = 3\n")
+    script = (
+        "import sys, tomllib, types\n"
+        "stand_in = types.ModuleType('tomli')\n"
+        "stand_in.loads, stand_in.TOMLDecodeError = tomllib.loads, tomllib.TOMLDecodeError\n"
+        "sys.modules['tomli'], sys.modules['tomllib'] = stand_in, None  # import tomllib fails, as on 3.10\n"
+        "sys.version_info = (3, 10, 14, 'final', 0)\n"
+        "from rznas.search import config\n"
+        "assert config.tomllib is stand_in\n"
+        f"print(config.load_config_file({str(path)!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'population': 3}"

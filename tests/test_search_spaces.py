@@ -16,12 +16,12 @@ from rznas.errors import BudgetExceeded, ConfigError
 from rznas.llm import create_client
 from rznas.llm.base import Message
 from rznas.proxies import get_proxy
-from rznas.search.budget import Budget, BudgetChecker, make_space
+from rznas.search.budget import ArchBudget, BudgetChecker, make_space
 from rznas.search.config import SearchConfig, resolve_config
 from rznas.search.progress import Progress
 from rznas.search.prompt import MutationPrompt, arch_pattern, mutation_schema
 from rznas.search.runner import SearchRun
-from rznas.search.trial import TrialState
+from rznas.trial import TrialState
 from rznas.spaces import SPACES, get_space
 
 from .search_fakes import call_kind, parent_of
@@ -196,20 +196,20 @@ def test_flops_budget_is_counted_at_the_native_resolution_not_the_probe_resoluti
     space = get_space("mobilenet", budget=None)
     arch = space.decode(space.describe().example)  # Zen-NAS 400M network
     at_224 = space.count_flops(arch, resolution=224)
-    checker = BudgetChecker(space, Budget(max_flops=at_224 * 0.9, resolution=32))
+    checker = BudgetChecker(space, ArchBudget(max_flops=at_224 * 0.9, resolution=32))
     assert checker.resolution == 224
     with pytest.raises(BudgetExceeded, match="at 224x224"):
         checker.check(arch, lambda: None)
-    assert BudgetChecker(space, Budget(max_flops=at_224 * 1.01, resolution=32)).check(arch, lambda: None)["flops"] == at_224
-    assert BudgetChecker(get_space("maedet"), Budget()).resolution == 480
-    assert BudgetChecker(get_space("darts"), Budget(resolution=16)).resolution == 32
+    assert BudgetChecker(space, ArchBudget(max_flops=at_224 * 1.01, resolution=32)).check(arch, lambda: None)["flops"] == at_224
+    assert BudgetChecker(get_space("maedet"), ArchBudget()).resolution == 480
+    assert BudgetChecker(get_space("darts"), ArchBudget(resolution=16)).resolution == 32
 
 
 def test_space_budget_is_checked_with_its_classes():
     space = get_space("mobilenet", budget="450M")
     arch = space.decode(space.describe().example)
     params_1000 = space.count_params(arch, num_classes=1000)
-    measured = BudgetChecker(space, Budget(max_params=params_1000)).check(arch, lambda: None)
+    measured = BudgetChecker(space, ArchBudget(max_params=params_1000)).check(arch, lambda: None)
     assert measured["params"] == params_1000
 
 

@@ -12,7 +12,7 @@ from rznas.search.config import SearchConfig
 from rznas.search.gateway import CachedReply, CallRecord, LLMGateway
 from rznas.search.progress import Progress
 from rznas.search.runner import SearchRun
-from rznas.search.trial import Trial, TrialState
+from rznas.trial import Trial, TrialState
 from rznas.llm.base import Message
 from rznas.store import DB_NAME, RunStore
 

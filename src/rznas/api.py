@@ -20,7 +20,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .search.config import SearchConfig
-    from .search.trial import Trial
+    from .trial import Trial
 
 PathLike = str | Path
 

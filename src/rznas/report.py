@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from .search.trial import TrialState
+from .trial import TrialState
 
 
 class RunRecords(Protocol):
@@ -25,6 +25,7 @@ class RunRecords(Protocol):
     def trial_rows(self) -> list[dict[str, Any]]: ...
     def llm_calls(self) -> list[dict[str, Any]]: ...
     def usage(self) -> dict[str, float]: ...
+
 
 CSV_COLUMNS = [
     "number",

@@ -20,10 +20,10 @@ from urllib.parse import quote
 
 from .errors import ConfigError, DataError
 from .report import best_trial, population_series, token_summary
-from .store import DB_NAME, SCHEMA_VERSION, writer_alive
+from .store import DB_NAME, SCHEMA_VERSION, spent_usage, writer_alive
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .search.trial import Trial
+    from .trial import Trial
 
 #: tables a final-selection stage may add to the store; the first one present is shown
 FINAL_SELECTION_TABLES = ("final_selection", "final_candidates", "selection_candidates")
@@ -89,7 +89,7 @@ class RunReader:
         return rows
 
     def trials(self) -> list["Trial"]:
-        """Every committed trial as a :class:`~rznas.search.trial.Trial`, in order (the Python API's view)."""
+        """Every committed trial as a :class:`~rznas.trial.Trial`, in order (the Python API's view)."""
         from .store import _trial_from_row
 
         return [_trial_from_row(row) for row in self.db.execute("SELECT * FROM trials ORDER BY number")]
@@ -98,11 +98,8 @@ class RunReader:
         return [dict(row) for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq")]
 
     def usage(self) -> dict[str, float]:
-        row = self.db.execute(
-            "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
-            " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
-        ).fetchone()
-        return dict(row)
+        """What the run spent, as the store counts it (a replay's copied replies excluded)."""
+        return spent_usage(self.db)
 
     # ---- what only the viewers need ---------------------------------------------------
     def reflections(self) -> dict[int, dict[str, str]]:

@@ -1,16 +1,16 @@
 """A persistent proxy-score cache shared between runs (SQLite, WAL, safe for several processes).
 
 A score is stored under a *context* (the canonical JSON of everything that determines
-it: space and its options, proxy and its version, probe data spec, seed, budget,
-device; see :meth:`rznas.search.executors.EvaluatorSpec.cache_settings`) and the
-architecture id. Failures (proxy errors, over-budget cells) are stored with their reason
-so that a known-bad cell is not rescored. Floats round-trip exactly (SQLite REAL is an
-IEEE double), so a hit returns the identical Outcome.
+it: space and its options, proxy, probe data spec, score seed, budget, device type, and the
+identity of the code that computes it; see :mod:`rznas.score_key`) and the architecture id.
+Deterministic failures (proxy errors such as a non-finite score, over-budget cells) are
+stored with their reason so that a known-bad cell is not rescored; transient ones (out of
+memory, a lost worker: ``Outcome.transient``) never are. Floats round-trip exactly (SQLite
+REAL is an IEEE double), so a hit returns the identical Outcome.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import sqlite3
@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
 from .arch import Architecture
+from .canonical import canonical_json
 from .errors import ConfigError
 from .proxies.base import ProxyResult
-from .search.trial import Outcome, TrialState
+from .score_key import context_key, stale_reason
+from .sqlite_tx import ImmediateTransaction
+from .trial import Outcome, TrialState
 
 CACHE_ENV = "RZNAS_CACHE_DIR"
 CACHE_FILE = "scores.sqlite"
@@ -70,15 +73,6 @@ def resolve_cache_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-def context_key(settings: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of the settings: the context's identity."""
-    return hashlib.sha256(canonical(settings).encode()).hexdigest()
-
-
-def canonical(settings: Mapping[str, Any]) -> str:
-    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
-
-
 @dataclass(frozen=True)
 class Context:
     """A resolved cache context: its row id and the settings it stands for."""
@@ -99,6 +93,11 @@ class ContextSummary:
     settings: dict[str, Any]
     complete: int
     failed: int
+
+    @property
+    def stale(self) -> str | None:
+        """Why this context's key differs from today's code (None: current)."""
+        return stale_reason(self.settings)
 
 
 class ScoreCache:
@@ -144,18 +143,19 @@ class ScoreCache:
         if found is not None:
             return found
         space, proxy = str(settings.get("space", "")), str(settings.get("proxy", ""))
-        with self._lock, self._write():
+        with self._write():
             self._db.execute(
                 "INSERT OR IGNORE INTO contexts (key, space, proxy, settings) VALUES (?, ?, ?, ?)",
-                (key, space, proxy, canonical(settings)),
+                (key, space, proxy, canonical_json(settings)),
             )
             (row_id,) = self._db.execute("SELECT id FROM contexts WHERE key = ?", (key,)).fetchone()
         found = Context(int(row_id), key, space, proxy)
         self._contexts[key] = found
         return found
 
-    def _write(self) -> "_Transaction":
-        return _Transaction(self._db, self)
+    def _write(self) -> ImmediateTransaction:
+        """A write transaction under the instance lock; a busy or read-only file is a ConfigError."""
+        return ImmediateTransaction(self._db, self._lock, on_error=lambda exc: ConfigError(self._unwritable(exc)))
 
     # --- scores -----------------------------------------------------------------------
     def get(self, context: Context, arch: Architecture) -> Outcome | None:
@@ -177,7 +177,7 @@ class ScoreCache:
         return {r[0] for r in rows}
 
     def put(self, context: Context, outcome: Outcome) -> bool:
-        """Store ``outcome`` (only states in CACHED_STATES); True when it was stored."""
+        """Store ``outcome`` (only states in CACHED_STATES, never a transient failure); True when stored."""
         return self.put_many(context, [outcome]) == 1
 
     def put_many(self, context: Context, outcomes: Iterable[Outcome]) -> int:
@@ -185,7 +185,7 @@ class ScoreCache:
         rows = []
         now = time.time()
         for outcome in outcomes:
-            if outcome.state not in CACHED_STATES or outcome.arch is None:
+            if outcome.state not in CACHED_STATES or outcome.transient or outcome.arch is None:
                 continue
             rows.append(
                 (
@@ -200,7 +200,7 @@ class ScoreCache:
                 )
             )
         if rows:
-            with self._lock, self._write():
+            with self._write():
                 self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
@@ -248,13 +248,22 @@ class ScoreCache:
                 "created": created,
             }
 
-    def clear(self, *, space: str | None = None, proxy: str | None = None, failed_only: bool = False) -> int:
-        """Delete stored scores (all, or of one space/proxy, or only failures); returns the count."""
+    def clear(
+        self, *, space: str | None = None, proxy: str | None = None, failed_only: bool = False, stale_only: bool = False
+    ) -> int:
+        """Delete stored scores (all, or of one space/proxy, only failures, or only the contexts
+        whose key no longer matches today's code: :func:`rznas.score_key.stale_reason`); returns the count."""
         where, params = _filters(space, proxy)
+        if stale_only:
+            stale = [row.key for row in self.summary() if row.stale is not None]
+            if not stale:
+                return 0
+            where += (" AND " if where else " WHERE ") + f"c.key IN ({', '.join('?' * len(stale))})"
+            params += stale
         condition = f"context IN (SELECT id FROM contexts c{where})" if where else "1"
         if failed_only:
             condition += " AND state != 'complete'"
-        with self._lock, self._write():
+        with self._write():
             deleted = self._db.execute(f"DELETE FROM scores WHERE {condition}", params).rowcount
             self._db.execute("DELETE FROM contexts WHERE id NOT IN (SELECT DISTINCT context FROM scores)")
         self._contexts.clear()
@@ -283,30 +292,6 @@ def _filters(space: str | None, proxy: str | None) -> tuple[str, list[str]]:
         clauses.append("c.proxy = ?")
         params.append(proxy)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one writer at a time across processes."""
-
-    def __init__(self, db: sqlite3.Connection, cache: ScoreCache):
-        self.db = db
-        self.cache = cache
-
-    def __enter__(self) -> None:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise ConfigError(self.cache._unwritable(exc)) from None
-
-    def __exit__(self, exc_type: Any, *rest: object) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self.db.execute("ROLLBACK")
-                raise ConfigError(self.cache._unwritable(exc)) from None
-        else:
-            self.db.execute("ROLLBACK")
 
 
 class CachedEvaluator:

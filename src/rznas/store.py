@@ -27,7 +27,8 @@ from typing import Any, Iterator
 from .arch import Architecture
 from .errors import ConfigError, DataError
 from .search.gateway import CachedReply, CallRecord
-from .search.trial import Trial, TrialState
+from .sqlite_tx import ImmediateTransaction
+from .trial import Trial, TrialState
 
 DB_NAME = "run.sqlite"
 LOCK_NAME = f"{DB_NAME}-lock"
@@ -187,8 +188,8 @@ class RunStore:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._writer_fd = fd
 
-    def transaction(self) -> "_Transaction":
-        return _Transaction(self.db, self._lock)
+    def transaction(self) -> ImmediateTransaction:
+        return ImmediateTransaction(self.db, self._lock)
 
     # ---- meta -------------------------------------------------------------------------
     def _set_meta(self, key: str, value: Any) -> None:
@@ -326,12 +327,19 @@ class RunStore:
         return [row[0] for row in self.db.execute("SELECT request_hash FROM llm_calls ORDER BY id")]
 
     def usage(self) -> dict[str, float]:
-        """Calls, tokens and cost actually spent (live calls, i.e. cache entries)."""
-        row = self.db.execute(
-            "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
-            " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
-        ).fetchone()
-        return dict(row)
+        """Calls, tokens and cost this run actually spent (:func:`spent_usage`)."""
+        return spent_usage(self.db)
+
+    def _cache_totals(self) -> dict[str, float]:
+        return _cache_totals(self.db)
+
+    def copy_replies_from(self, source: "RunStore") -> None:
+        """Copy every cached reply of ``source`` (a replay answers from them), recording what they
+        cost so that :meth:`usage` does not count them as spent by this run."""
+        with self.transaction():
+            for key, request, reply in source.cache_entries():
+                self._put_reply(key, request, reply)
+            self._set_meta("inherited_usage", source._cache_totals())
 
     # ---- the reply cache (ReplyCache protocol) ----------------------------------------
     def get_reply(self, key: str) -> CachedReply | None:
@@ -345,20 +353,23 @@ class RunStore:
 
     def put_reply(self, key: str, request: str, reply: CachedReply) -> None:
         with self.transaction():
-            self.db.execute(
-                "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    key,
-                    request,
-                    reply.text,
-                    reply.input_tokens,
-                    reply.output_tokens,
-                    reply.latency_s,
-                    reply.cost_usd,
-                    reply.model,
-                    time.time(),
-                ),
-            )
+            self._put_reply(key, request, reply)
+
+    def _put_reply(self, key: str, request: str, reply: CachedReply) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                key,
+                request,
+                reply.text,
+                reply.input_tokens,
+                reply.output_tokens,
+                reply.latency_s,
+                reply.cost_usd,
+                reply.model,
+                time.time(),
+            ),
+        )
 
     def cache_entries(self) -> Iterator[tuple[str, str, CachedReply]]:
         """(key, request JSON, reply) of every cached reply (for copying into a replay)."""
@@ -388,30 +399,21 @@ def writer_alive(run_dir: str | Path) -> bool | None:
     return False
 
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection is in autocommit mode)."""
+def _cache_totals(db: sqlite3.Connection) -> dict[str, float]:
+    row = db.execute(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
+        " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
+    ).fetchone()
+    return {key: row[key] for key in ("calls", "input_tokens", "output_tokens", "cost_usd")}
 
-    def __init__(self, db: sqlite3.Connection, lock: "threading.RLock"):
-        self.db = db
-        self.lock = lock
 
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.db
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
-        finally:
-            self.lock.release()
+def spent_usage(db: sqlite3.Connection) -> dict[str, float]:
+    """Calls, tokens and cost a run store's own live calls cost: its reply-cache entries, less
+    those a replay copied from the run it replays (paid there, recorded as ``inherited_usage``)."""
+    totals = _cache_totals(db)
+    row = db.execute("SELECT value FROM meta WHERE key = 'inherited_usage'").fetchone()
+    inherited = json.loads(row[0]) if row else {}
+    return {key: value - inherited.get(key, 0) for key, value in totals.items()}
 
 
 def _trial_from_row(row: sqlite3.Row) -> Trial:

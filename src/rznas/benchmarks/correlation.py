@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Iterable, Mapping, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -36,11 +36,11 @@ from ..data.probe import PROBE_SOURCES, ProbeBatch, make_probe, parse_data_spec
 from ..errors import ConfigError, DataError, UnknownName
 from ..fitness import EnsembleFitness, ReferenceSpec, component_names, make_fitness, names_ensemble, score_reference
 from ..proxies import Proxy, ProxyResult, evaluate, get_proxy
-from ..registry import Registry
 from ..scoring import ArchScores, arch_seed, chunks_needed, sample_architectures, score_architecture
 from ..spaces import SearchSpace, get_space
 from . import top_region
-from .nb201_table import GroundTruth, open_nb201
+from .ground_truth import GROUND_TRUTH
+from .nb201_table import GroundTruth
 
 TARGET = "test_acc_200"
 BOOTSTRAP_ROUNDS = 1000
@@ -54,9 +54,6 @@ FAILURE_POLICY = (
     "them below every successful score (the search never selects them), 'ok only' columns drop them"
 )
 
-#: ground-truth openers per search space: (path | None, data_dir=...) -> GroundTruth
-GROUND_TRUTH: Registry[Callable[..., GroundTruth]] = Registry("benchmark space")
-GROUND_TRUTH.register("nb201")(open_nb201)
 
 
 # --- seeding, sampling and scoring live in rznas.scoring (re-exported here) --------------
@@ -79,8 +76,11 @@ class CorrelationConfig:
     # ensembles among ``proxies``: the reference sample their components are ranked against
     reference_size: int = 256
     reference_seed: int = 0
+    device: str = "cpu"  # resolved: cpu or cuda (rznas.device.choose_device)
 
     def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"the correlation device must be resolved to cpu or cuda, got {self.device!r}")
         if not self.proxies:
             raise ConfigError("name at least one proxy")
         if len(set(self.proxies)) != len(self.proxies):
@@ -111,6 +111,8 @@ class CorrelationConfig:
         reference = {"size": data.pop("reference_size"), "seed": data.pop("reference_seed")}
         if self.has_ensembles():
             data["reference"] = reference
+        if data["device"] == "cpu":  # runs from before --device were all on the CPU: same digest
+            del data["device"]
         return data
 
     def digest(self) -> str:
@@ -139,6 +141,7 @@ class CorrelationConfig:
                     if self.has_ensembles()
                     else []
                 ),
+                "--device", self.device,
             ]
         )
 
@@ -311,7 +314,7 @@ def prepare_probe(
 ) -> ProbeBatch:
     """The probe batch of a run: its data source at the benchmark dataset's resolution and class count."""
     info = ground_truth.dataset(config.dataset)
-    return make_probe(
+    probe = make_probe(
         config.probe_data,
         data_dir=data_dir,
         batch_size=config.batch_size,
@@ -320,6 +323,7 @@ def prepare_probe(
         resolution=info.resolution,
         num_classes=info.num_classes,
     )
+    return probe if config.device == "cpu" else probe.to(config.device)  # networks are scored where the probe is
 
 
 def _record(index: int, space: SearchSpace, arch: Architecture, seed: int, scored: ArchScores, truth: Any) -> dict[str, Any]:

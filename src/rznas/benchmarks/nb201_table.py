@@ -84,6 +84,8 @@ class GroundTruth(ABC):
     """Benchmark accuracies of NB201 cells; implementations differ only in where they read."""
 
     source: str
+    #: the benchmark datasets every cell has accuracies for (what a search's report lists)
+    datasets: tuple[str, ...] = tuple(NB201_DATASETS)
 
     @abstractmethod
     def lookup_string(self, arch: str, dataset: NB201Dataset) -> Accuracy:

@@ -72,6 +72,10 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
         help="bootstrap resamples for the intervals of rho and the top-region metrics (default 1000; 0: none)",
     )
     add_reference_arguments(parser)
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where networks are scored (default auto: cuda when visible); recorded",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=run_correlation_command)
     return parser
@@ -80,13 +84,15 @@ def add_correlation(kinds: "argparse._SubParsersAction") -> argparse.ArgumentPar
 def run_correlation_command(args: argparse.Namespace) -> int:
     """Resolve data and ground truth, run (or resume) the benchmark, print the result."""
     from ..benchmarks.correlation import (
-        GROUND_TRUTH,
         CorrelationConfig,
         choose_probe_data,
         chunks_needed,
         prepare_probe,
         run_correlation,
     )
+    from ..benchmarks.ground_truth import GROUND_TRUTH
+    from ..data.probe_choice import synthetic_data_notice
+    from ..device import choose_device
     from ..proxies import get_proxy
     from .score import fitness_components, parse_names
 
@@ -96,6 +102,7 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
+    device = choose_device(args.device)  # before any data is read: cuda without a GPU fails at once
     names = parse_names(args.proxies)
     proxies = [get_proxy(name) for name in fitness_components(names)]
     if args.bootstrap < 0:
@@ -114,7 +121,11 @@ def run_correlation_command(args: argparse.Namespace) -> int:
         chunks=chunks_needed(proxies),
         reference_size=args.reference_size,
         reference_seed=args.reference_seed,
+        device=device,
     )
+    notice = synthetic_data_notice(config.probe_data, proxies)
+    if notice:
+        print(f"rznas: {notice}", file=sys.stderr)
     probe = prepare_probe(config, ground_truth, data_dir=args.data_dir)
     summary = run_correlation(
         config,

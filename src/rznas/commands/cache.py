@@ -33,6 +33,10 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     clear.add_argument("--space", help="only this space")
     clear.add_argument("--proxy", help="only this proxy")
     clear.add_argument("--failed", action="store_true", help="only stored failures (to rescore them)")
+    clear.add_argument(
+        "--stale", action="store_true",
+        help="only contexts whose key no longer matches today's code (rznas/torch/numpy version or score code)",
+    )
 
     export = actions.add_parser("export", parents=[common], help="write stored scores as JSON lines or CSV")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
@@ -52,7 +56,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     pre.add_argument("--proxy", required=True, help="proxy or ensemble name, e.g. zico or zico+naswot+synflow (see `rznas list proxies`)")
     pre.add_argument("--reference-size", type=int, default=None, metavar="R", help="ensembles: reference cells (default 256)")
     pre.add_argument("--reference-seed", type=int, default=None, metavar="S", help="ensembles: reference seed (default 0)")
-    pre.add_argument("--data", "--probe-data", dest="data", default=None, help="probe data: gaussian (default), cifar10, cifar100")
+    pre.add_argument(
+        "--data", "--probe-data", dest="data", default=None,
+        help="probe data: auto (default, as in the search: cifar10 for a data-dependent proxy, else gaussian), "
+        "cifar10, cifar100, gaussian",
+    )
     pre.add_argument("--data-dir", help="data folder (else $RZNAS_DATA_DIR)")
     pre.add_argument("--batch-size", type=int, default=None, help="probe batch size (default: the search's, 64)")
     pre.add_argument("--probe-chunks", type=int, default=None, help="probe batches (default: the search's, 2)")
@@ -60,6 +68,10 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     pre.add_argument("--max-params", type=float, default=None, help="parameter budget, as in the search")
     pre.add_argument("--max-flops", type=float, default=None, help="FLOPs budget, as in the search")
     pre.add_argument("--executor", default="process", help="inline, process (default) or ray")
+    pre.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto",
+        help="where networks are scored (default auto: cuda when visible); part of the cache key",
+    )
     pre.add_argument("--workers", type=int, default=None, help="worker count (default: CPUs, or one per GPU)")
     pre.add_argument("--ray-address", help="an existing Ray cluster (with --executor ray)")
     pre.add_argument("--limit", type=int, default=None, help="score at most N cells not yet stored (a trial run)")
@@ -105,15 +117,26 @@ def info(args: argparse.Namespace) -> int:
         if not rows:
             print("empty")
             return 0
-        print(f"{'space':8s} {'proxy':12s} {'scores':>8s} {'failed':>7s}  settings")
+        print(f"{'space':8s} {'proxy':12s} {'scores':>8s} {'failed':>7s} {'state':7s} settings")
+        stale = 0
         for row in rows:
             probe = row.settings.get("probe", {})
             brief = (
                 f"{row.key[:10]} probe={probe.get('dataset')}x{probe.get('batch_size')}/{probe.get('chunks')} "
                 f"score_seed={row.settings.get('score_seed')} device={row.settings.get('device')}"
             )
-            print(f"{row.space:8s} {row.proxy:12s} {row.complete:8d} {row.failed:7d}  {brief}")
+            why = row.stale
+            stale += why is not None
+            state = "current" if why is None else "STALE"
+            print(f"{row.space:8s} {row.proxy:12s} {row.complete:8d} {row.failed:7d} {state:7s} {brief}")
+            if why is not None:
+                print(f"{'':38s} stale: {why}")
         print(f"total: {sum(r.complete for r in rows)} scores, {sum(r.failed for r in rows)} failures")
+        if stale:
+            print(
+                f"{stale} stale context(s): no search or precompute reads them any more; "
+                "delete them with: rznas cache clear --stale"
+            )
     return 0
 
 
@@ -124,7 +147,7 @@ def clear(args: argparse.Namespace) -> int:
     if cache is None:
         return 0
     with cache:
-        deleted = cache.clear(space=args.space, proxy=args.proxy, failed_only=args.failed)
+        deleted = cache.clear(space=args.space, proxy=args.proxy, failed_only=args.failed, stale_only=args.stale)
         print(f"deleted {deleted} stored result(s) from {cache.path} ({_human(cache.size_bytes())} left)")
     return 0
 
@@ -161,10 +184,13 @@ def export(args: argparse.Namespace) -> int:
 @ACTIONS.register("precompute")
 def precompute(args: argparse.Namespace) -> int:
     """Score every cell of the space not yet stored, streaming results into the cache."""
+    from ..data.probe_choice import synthetic_data_notice
     from ..errors import ConfigError
+    from ..fitness import component_names
+    from ..proxies import PROXIES
     from ..score_cache import ScoreCache
     from ..search.config import SearchConfig
-    from ..search.executors import EvaluatorSpec, create_executor, is_worker_lost
+    from ..search.executors import EvaluatorSpec, create_executor
     from ..spaces import get_space
 
     if args.limit is not None and args.limit < 0:
@@ -181,8 +207,12 @@ def precompute(args: argparse.Namespace) -> int:
         "max_flops": args.max_flops,
         "reference_size": args.reference_size,
         "reference_seed": args.reference_seed,
+        "device": args.device,
     }
-    config = SearchConfig().replace(**{k: v for k, v in given.items() if v is not None})
+    config = SearchConfig().replace(**{k: v for k, v in given.items() if v is not None}).resolved()
+    notice = synthetic_data_notice(config.data, [PROXIES.get(name) for name in component_names(config.proxy)])
+    if notice:
+        print(f"rznas: {notice}", file=sys.stderr)
     space = get_space(config.space)
     enumerate_all = getattr(space, "all_architectures", None)
     if enumerate_all is None:
@@ -209,7 +239,7 @@ def precompute(args: argparse.Namespace) -> int:
         lost = 0
         flushed = time.perf_counter()
         for _, outcome in executor.map_unordered(todo):
-            if is_worker_lost(outcome):
+            if outcome.transient:  # a lost worker, out of memory: not stored, retried by the next run
                 lost += 1
             else:
                 pending.append(outcome)
@@ -223,7 +253,11 @@ def precompute(args: argparse.Namespace) -> int:
         stored = len(cache.known_ids(context))
     print(f"{stored}/{total} {config.space} cells stored for proxy {config.proxy} in {cache.path}")
     if lost:
-        print(f"rznas: {lost} cell(s) kept killing their worker and were not stored; run again to retry them", file=sys.stderr)
+        print(
+            f"rznas: {lost} cell(s) failed for a transient reason (a lost worker, out of memory) and were not "
+            "stored; run again to retry them",
+            file=sys.stderr,
+        )
         return 4
     return 0
 

@@ -36,13 +36,17 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     which.add_argument("--arch", help="one architecture in the space's string encoding")
     which.add_argument("--arch-file", type=Path, help="a file with one architecture per line (# comments allowed)")
     parser.add_argument(
-        "--data", default="cifar10",
-        help="probe data: cifar10 (default), cifar100, gaussian, folder:PATH (class sub-folders of PNG/JPEG "
-        "images) or npz:PATH (x/y arrays); the class count comes from the data",
+        "--data", default="auto",
+        help="probe data: auto (default: cifar10 when a proxy is data-dependent, else gaussian), cifar10, cifar100, "
+        "gaussian, folder:PATH (class sub-folders of PNG/JPEG images) or npz:PATH (x/y arrays); the class count "
+        "comes from the data",
     )
     parser.add_argument("--data-dir", help="data root (default: $RZNAS_DATA_DIR)")
     parser.add_argument("--batch-size", type=int, default=64, help="probe batch size (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe sample and the weights (default: 0)")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to score (default auto: cuda when visible)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per (arch, proxy) line")
     parser.add_argument(
         "--cache", default="default", metavar="PATH",
@@ -118,6 +122,8 @@ def fitness_components(names: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Score each architecture with every proxy or ensemble; exit 4 when any score failed."""
+    from ..data.probe_choice import choose_probe_data, synthetic_data_notice
+    from ..device import choose_device
     from ..fitness import ProxyFitness, ensemble_spec
     from ..proxies import get_proxy
     from ..score_cache import ReferenceCache
@@ -140,10 +146,17 @@ def run(args: argparse.Namespace) -> int:
                 raise InvalidArchitecture(f"{args.arch_file}:{number}: {exc}") from None
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    device = choose_device(args.device)
+    data = choose_probe_data(args.data, proxies, data_dir=args.data_dir)
+    notice = synthetic_data_notice(data, proxies)
+    if notice:
+        print(f"rznas: {notice}", file=sys.stderr)
     probe_spec = ProbeSpec(
-        dataset=args.data, data_dir=args.data_dir, batch_size=args.batch_size, chunks=chunks_needed(proxies), seed=args.seed
+        dataset=data, data_dir=args.data_dir, batch_size=args.batch_size, chunks=chunks_needed(proxies), seed=args.seed
     )
     probe = probe_spec.make()
+    if device != "cpu":
+        probe = probe.to(device)  # scoring copies each network to the probe's device
     num_classes = probe.num_classes  # the data set's class count (10 for gaussian)
     fitnesses = {}
     cache = None
@@ -154,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             # the same settings as a search's evaluator, so both read one cached reference
             spec = EvaluatorSpec(
-                space=args.space, proxy=name, probe=probe_spec, score_seed=args.seed,
+                space=args.space, proxy=name, probe=probe_spec, score_seed=args.seed, device=device,
                 reference_size=args.reference_size, reference_seed=args.reference_seed,
             )
             if cache is None:
@@ -173,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(
             f"# probe: {probe.source} ({probe.resolution}x{probe.resolution} px, {probe.num_classes} classes), "
-            f"batch size {probe.batch_size}, seed {args.seed}"
+            f"batch size {probe.batch_size}, seed {args.seed}, device {device}"
         )
         print(f"{'proxy':12s} {'score':>16s} {'unit':14s} {'seconds':>9s}  arch")
     for arch in archs:

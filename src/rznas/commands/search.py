@@ -37,6 +37,7 @@ _VALUE_FLAGS = {
     "constrain_arch": "constrain_arch",
     "reply_format": "reply_format",
     "executor": "executor",
+    "device": "device",
     "workers": "workers",
     "ray_address": "ray_address",
     "score_cache": "score_cache",
@@ -83,7 +84,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     what.add_argument("--score-seed", type=int, default=s, metavar="S",
                       help="seed of the probe sample and the scored weights, as `rznas score --seed` (default 0)")
     what.add_argument("--selection", default=s, help="parent selection: uniform (default), best, tournament")
-    what.add_argument("--data", default=s, help="probe data: gaussian (default), cifar10, cifar100, folder:PATH or npz:PATH (your images)")
+    what.add_argument(
+        "--data", default=s,
+        help="probe data: auto (default: cifar10 for a data-dependent proxy, gaussian for a data-free one), "
+        "cifar10, cifar100, gaussian, folder:PATH or npz:PATH (your images)",
+    )
     what.add_argument("--data-dir", default=s, metavar="DIR", help="data folder (else $RZNAS_DATA_DIR)")
     what.add_argument("--nb201", default=s, metavar="PATH", help="NB201 ground truth for the final report")
     what.add_argument("--max-params", type=float, default=s, metavar="P", help="parameter budget (count)")
@@ -133,6 +138,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     )
     scale = parser.add_argument_group("scale (docs/scale.md)")
     scale.add_argument("--executor", default=s, help="where proxies run: inline (default), process, ray")
+    scale.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default=s,
+        help="where networks are scored, for every executor (default auto: cuda when a GPU is visible); "
+        "stored resolved in the run and kept on resume",
+    )
     scale.add_argument("--workers", type=int, default=s, metavar="N", help="process/ray workers (default: CPUs, or one per GPU)")
     scale.add_argument("--ray-address", default=s, metavar="ADDR", help="join this Ray cluster (default: a private local one)")
     scale.add_argument(

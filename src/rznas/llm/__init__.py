@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..errors import BudgetExhausted, LLMError, ParseError
 from . import anthropic_backend, local_backend, openai_backend, scripted  # noqa: F401 - register backends
 from .base import BACKENDS, Completion, LLMClient, Message
-from .budget import Budget, UsageSnapshot
+from .budget import UsageBudget, UsageSnapshot
 from .client import ManagedClient, create_client, parse_spec
 from .parse import extract_json_object
 from .pricing import DEFAULT_PRICES, Price, PriceTable
@@ -16,7 +16,7 @@ from .scripted import SCRIPTS
 
 __all__ = [
     "BACKENDS",
-    "Budget",
+    "UsageBudget",
     "BudgetExhausted",
     "Completion",
     "DEFAULT_PRICES",

@@ -1,7 +1,7 @@
 """Token and cost accounting across LLM calls, with optional limits that stop a search cleanly.
 
-One :class:`Budget` may be shared by several clients (mutation and reflection calls) and
-threads. Before each call :meth:`Budget.check` raises :class:`BudgetExhausted` when a limit
+One :class:`UsageBudget` may be shared by several clients (mutation and reflection calls) and
+threads. Before each call :meth:`UsageBudget.check` raises :class:`BudgetExhausted` when a limit
 is already reached; a call that crosses a limit is still returned (its tokens were paid
 for) and the next call is refused.
 """
@@ -29,7 +29,7 @@ class UsageSnapshot:
         return self.input_tokens + self.output_tokens
 
 
-class Budget:
+class UsageBudget:
     """Usage tracker with optional ``max_cost_usd`` / ``max_tokens`` limits (None = unlimited)."""
 
     def __init__(self, max_cost_usd: float | None = None, max_tokens: int | None = None):

@@ -2,7 +2,7 @@
 
 The wrapper (:class:`ManagedClient`) is what the search uses: each call checks the budget,
 runs the backend with :func:`~rznas.llm.retry.call_with_retries`, prices the tokens from
-the :class:`~rznas.llm.pricing.PriceTable` and records them in the :class:`~rznas.llm.budget.Budget`.
+the :class:`~rznas.llm.pricing.PriceTable` and records them in the :class:`~rznas.llm.budget.UsageBudget`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError
 from .base import BACKENDS, Completion, LLMClient, Message
-from .budget import Budget, UsageSnapshot
+from .budget import UsageBudget, UsageSnapshot
 from .messages import normalize_messages
 from .pricing import Price, PriceTable
 from .retry import RetryPolicy, call_with_retries
@@ -34,7 +34,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 class ManagedClient:
     """An LLMClient with retries, cost estimates and a usage budget around one backend."""
 
-    def __init__(self, inner: LLMClient, *, backend: str, policy: RetryPolicy, price: Price | None, budget: Budget):
+    def __init__(self, inner: LLMClient, *, backend: str, policy: RetryPolicy, price: Price | None, budget: UsageBudget):
         self.inner = inner
         self.backend = backend
         self.model = inner.model
@@ -85,7 +85,7 @@ def create_client(
     timeout: float = DEFAULT_TIMEOUT_S,
     max_retries: int = DEFAULT_MAX_RETRIES,
     price_table: PriceTable | Mapping[str, Any] | None = None,
-    budget: Budget | None = None,
+    budget: UsageBudget | None = None,
     retry_policy: RetryPolicy | None = None,
     **options: Any,
 ) -> ManagedClient:
@@ -100,7 +100,7 @@ def create_client(
     if timeout is None or timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout}")
     prices = price_table if isinstance(price_table, PriceTable) else PriceTable(price_table)
-    budget = budget if budget is not None else Budget()
+    budget = budget if budget is not None else UsageBudget()
     policy = retry_policy if retry_policy is not None else RetryPolicy(max_retries=max_retries)
     inner = factory(model, base_url=base_url, timeout=timeout, **options)
     price = prices.lookup(backend, inner.model)

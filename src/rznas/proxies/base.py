@@ -249,14 +249,24 @@ class ProxyResult:
     value: float | None
     seconds: float
     error: str | None = None
+    #: the error came from the machine (out of memory, a CUDA fault), not the architecture
+    transient: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+#: words in a RuntimeError that mark a failure of the machine rather than of the network
+_ENVIRONMENT_MARKERS = ("out of memory", "can't allocate memory", "cuda error", "cudnn_status", "cublas_status")
+
+
+def is_environment_failure(exc: BaseException) -> bool:
+    """True for an error another machine or a later try may not repeat (out of memory, CUDA
+    faults): a score that failed this way must not be remembered as the architecture's."""
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in _ENVIRONMENT_MARKERS)
 
 
 def evaluate(
@@ -273,11 +283,11 @@ def evaluate(
         except ProxyError as exc:
             results[proxy.name] = ProxyResult(proxy.name, None, time.perf_counter() - start, str(exc))
             continue
-        except RuntimeError as exc:
-            if not _is_out_of_memory(exc):
+        except (RuntimeError, MemoryError) as exc:
+            if not is_environment_failure(exc):
                 raise
-            message = f"{proxy.name}: out of memory ({exc})"
-            results[proxy.name] = ProxyResult(proxy.name, None, time.perf_counter() - start, message)
+            message = f"{proxy.name}: {type(exc).__name__} ({exc})"
+            results[proxy.name] = ProxyResult(proxy.name, None, time.perf_counter() - start, message, transient=True)
             continue
         results[proxy.name] = ProxyResult(proxy.name, value, time.perf_counter() - start)
     return results

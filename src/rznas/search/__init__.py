@@ -3,18 +3,18 @@
 The run itself (store, resume, replay) lives in :mod:`rznas.search.runner`; it is not
 imported here so that :mod:`rznas.store` can use the trial types without a cycle.
 """
-from .budget import Budget, BudgetChecker
+from .budget import ArchBudget, BudgetChecker
 from .config import PAPER_SETTING, SearchConfig, resolve_config
 from .evaluator import Evaluator
 from .memory import Note, ReflectionMemory
 from .prompt import MUTATION_SCHEMA, MutationPrompt, PromptOptions, ReflectionPrompt, proxy_source
 from .proposers import PROPOSERS, LLMProposer, Proposal, ProposerContext, RandomProposer, create_proposer
 from .strategy import SELECTIONS, Evolution
-from .trial import Ask, Member, Outcome, Trial, TrialState
+from ..trial import Ask, Member, Outcome, Trial, TrialState
 
 __all__ = [
     "Ask",
-    "Budget",
+    "ArchBudget",
     "BudgetChecker",
     "Evaluator",
     "Evolution",

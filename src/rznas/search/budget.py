@@ -31,7 +31,7 @@ ANALYTIC, BUILD, FORWARD = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class Budget:
+class ArchBudget:
     """Upper limits for a candidate; ``None`` means unlimited."""
 
     max_params: float | None = None  # trainable parameters (absolute count)
@@ -69,7 +69,7 @@ class _Check:
     measure: Callable[[Architecture, ModelFactory], float]
 
 
-def flops_resolution(space: Any, budget: Budget) -> int:
+def flops_resolution(space: Any, budget: ArchBudget) -> int:
     """Where FLOPs are counted: the space's native resolution, else ``budget.resolution``."""
     native = getattr(space, "native_resolution", None)
     return int(native) if native else budget.resolution
@@ -103,7 +103,7 @@ class Size:
 def measure_size(space: SearchSpace, arch: Architecture, build: ModelFactory, *, num_classes: int | None = None) -> Size:
     """Params and FLOPs of ``arch`` exactly as a :class:`BudgetChecker` measures them: the space's
     analytic counters where it has them, else the built network, at the native resolution."""
-    resolution = flops_resolution(space, Budget())
+    resolution = flops_resolution(space, ArchBudget())
     classes = counting_classes(space, num_classes)
     params_of = getattr(space, "count_params", None)
     flops_of = getattr(space, "count_flops", None)
@@ -113,9 +113,9 @@ def measure_size(space: SearchSpace, arch: Architecture, build: ModelFactory, *,
 
 
 class BudgetChecker:
-    """Measures a candidate against a :class:`Budget` and the space's own budget, cheapest first."""
+    """Measures a candidate against a :class:`ArchBudget` and the space's own budget, cheapest first."""
 
-    def __init__(self, space: SearchSpace, budget: Budget, *, num_classes: int | None = None):
+    def __init__(self, space: SearchSpace, budget: ArchBudget, *, num_classes: int | None = None):
         self.space = space
         self.budget = budget
         self.space_budget = _space_budget(space)
@@ -222,7 +222,7 @@ def space_kwargs(
     limits = {"params": max_params, "flops": max_flops, "layers": max_layers}
     if not takes_budget or all(v is None for v in limits.values()):
         return kwargs
-    from ..spaces.macro_space import Budget as SpaceBudget
+    from ..spaces.macro_space import MacroBudget
 
     own = getattr(space, "budget", None)
     merged: dict[str, Any] = {
@@ -235,7 +235,7 @@ def space_kwargs(
         merged[key] = min(values) if values else None
     if merged["layers"] is not None:
         merged["layers"] = int(merged["layers"])
-    kwargs["budget"] = SpaceBudget(**merged).to_spec()
+    kwargs["budget"] = MacroBudget(**merged).to_spec()
     _create(name, kwargs)  # a folded budget that no network meets fails here, before any work
     return kwargs
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,6 +17,11 @@ from typing import Any, Mapping
 from ..errors import ConfigError
 from .edits import REPLY_FORMATS
 from .proposers import PAPER_TEMPERATURES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI (a dependency there, see pyproject.toml)
+    import tomli as tomllib
 
 #: the paper's setting for NAS-Bench-201 (RZ-NAS section 1)
 PAPER_SETTING = {"population": 100, "iterations": 1500}
@@ -47,8 +52,9 @@ class SearchConfig:
     tournament_size: int = 5
     # torch intra-op threads for scoring (None = torch's default); 1 is fastest on a shared CPU
     torch_threads: int | None = 1
-    # probe data for the proxy
-    data: str = "gaussian"
+    # probe data for the proxy: "auto" = CIFAR-10 for a data-dependent proxy, Gaussian noise for a
+    # data-free one (rznas.data.probe_choice); a run stores the resolved name
+    data: str = "auto"
     data_dir: str | None = None
     batch_size: int = 64
     probe_chunks: int = 2
@@ -89,6 +95,9 @@ class SearchConfig:
     nb201: str | None = None
     # scale (docs/scale.md): where proxies run, the persistent score cache, concurrent proposals
     executor: str = "inline"
+    # where networks are scored, by every executor: auto (CUDA when visible), cpu or cuda; a run
+    # stores the resolved device, so a resume or another executor scores on the same kind
+    device: str = "auto"
     workers: int | None = None
     ray_address: str | None = None
     score_cache: str | None = "default"  # "default" ($RZNAS_CACHE_DIR or ~/.cache/rznas), a path, or "none"
@@ -122,6 +131,10 @@ class SearchConfig:
             raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        from ..device import DEVICE_CHOICES
+
+        if self.device not in DEVICE_CHOICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
 
     @property
     def constrain(self) -> bool:
@@ -142,6 +155,20 @@ class SearchConfig:
             max_params=self.max_params,
             max_flops=self.max_flops,
             max_layers=self.max_layers,
+        )
+
+    def resolved(self) -> "SearchConfig":
+        """This config with ``device`` and ``data`` resolved from ``auto`` (what a run stores):
+        a ConfigError for ``cuda`` without a GPU, a DataError when the default data is missing."""
+        from ..data.probe_choice import choose_probe_data
+        from ..device import choose_device
+        from ..fitness import component_names
+        from ..proxies import PROXIES
+
+        proxies = [PROXIES.get(name) for name in component_names(self.proxy)]  # an ensemble: its components
+        return self.replace(
+            device=choose_device(self.device),
+            data=choose_probe_data(self.data, proxies, data_dir=self.data_dir),
         )
 
     def make_space(self) -> Any:

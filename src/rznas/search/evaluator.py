@@ -7,11 +7,11 @@ from ..arch import Architecture
 from ..data.probe import ProbeBatch
 from ..errors import BudgetExceeded, InvalidArchitecture, ProxyError
 from ..fitness import Fitness, ProxyFitness
-from ..proxies.base import Proxy
+from ..proxies.base import Proxy, is_environment_failure
 from ..scoring import build_seeded, score_model
 from ..spaces.base import SearchSpace
-from .budget import Budget, BudgetChecker
-from .trial import Outcome, TrialState
+from .budget import ArchBudget, BudgetChecker
+from ..trial import Outcome, TrialState
 
 #: measurement-key prefix of an ensemble's component scores in a trial record
 COMPONENT_PREFIX = "component:"
@@ -19,6 +19,9 @@ COMPONENT_PREFIX = "component:"
 
 class Evaluator:
     """Turns an architecture into an :class:`Outcome`; never lets a failure look like a score.
+
+    A failure of the machine (out of memory, a CUDA fault) is marked ``transient``: it is
+    reported like any proxy error but never stored in the persistent score cache.
 
     ``score_seed`` seeds the weights and the proxy exactly as ``rznas score --seed`` does
     (:mod:`rznas.scoring`), so a recorded score can be reproduced outside the search. The
@@ -33,13 +36,13 @@ class Evaluator:
         probe: ProbeBatch,
         *,
         score_seed: int,
-        budget: Budget | None = None,
+        budget: ArchBudget | None = None,
     ):
         self.space = space
         self.fitness = fitness if isinstance(fitness, Fitness) else ProxyFitness(fitness)
         self.probe = probe
         self.score_seed = score_seed
-        self.budget = budget or Budget(resolution=probe.resolution)
+        self.budget = budget or ArchBudget(resolution=probe.resolution)
         self.checker = BudgetChecker(space, self.budget, num_classes=probe.num_classes)
 
     def __call__(self, arch: Architecture) -> Outcome:
@@ -62,15 +65,22 @@ class Evaluator:
             return Outcome(TrialState.OVER_BUDGET, arch, reason=str(exc))
         except InvalidArchitecture as exc:  # the space refused to build what it validated
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
-        except (RuntimeError, ValueError) as exc:  # building or the counting forward pass failed
-            return Outcome(TrialState.PROXY_ERROR, arch, reason=f"budget check: {type(exc).__name__}: {exc}")
+        except (RuntimeError, ValueError, MemoryError) as exc:  # building or the counting forward pass failed
+            return Outcome(
+                TrialState.PROXY_ERROR,
+                arch,
+                reason=f"budget check: {type(exc).__name__}: {exc}",
+                transient=is_environment_failure(exc),
+            )
         try:
             net = build().train()
             results = score_model(net, arch, self.probe, self.fitness.proxies, seed=self.score_seed)
         except InvalidArchitecture as exc:
             return Outcome(TrialState.INVALID, arch, reason=str(exc))
-        except (ProxyError, RuntimeError, ValueError) as exc:
-            return Outcome(TrialState.PROXY_ERROR, arch, reason=f"{type(exc).__name__}: {exc}")
+        except (ProxyError, RuntimeError, ValueError, MemoryError) as exc:
+            return Outcome(
+                TrialState.PROXY_ERROR, arch, reason=f"{type(exc).__name__}: {exc}", transient=is_environment_failure(exc)
+            )
         result = self.fitness.combine(results)
         if self.fitness.components:  # an ensemble: keep what each component said
             measurements = {
@@ -78,5 +88,9 @@ class Evaluator:
                 **{COMPONENT_PREFIX + k: v for k, v in result.components.items() if v is not None},
             }
         if not result.ok:
-            return Outcome(TrialState.PROXY_ERROR, arch, reason=str(result.error), measurements=measurements)
+            # a machine failure of any component (out of memory, ...) is not the architecture's fault
+            transient = any(r.transient for r in results.values() if not r.ok)
+            return Outcome(
+                TrialState.PROXY_ERROR, arch, reason=str(result.error), measurements=measurements, transient=transient
+            )
         return Outcome(TrialState.COMPLETE, arch, score=float(result.value), measurements=measurements)  # type: ignore[arg-type]

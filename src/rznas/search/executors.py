@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
 from ..arch import Architecture
+from ..device import detect_gpus
 from ..errors import ConfigError
 from ..registry import Registry
-from .trial import Outcome, TrialState
+from ..trial import Outcome, TrialState
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.probe import ProbeBatch
@@ -34,11 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EvaluateFn = Callable[[Architecture], Outcome]
 
-#: reason prefix of an Outcome produced because workers kept dying (not cached: may be transient)
+#: reason prefix of an Outcome produced because workers kept dying (transient: never cached)
 WORKER_LOST = "evaluation worker lost"
-
-#: bump when the evaluation semantics change in a way that alters stored scores
-EVALUATION_VERSION = "2"  # 2: one seeding scheme with `rznas score` (rznas.scoring)
 
 
 class EvaluatorFactory(Protocol):
@@ -103,7 +102,9 @@ class EvaluatorSpec:
     max_params: float | None = None
     max_flops: float | None = None
     max_layers: int | None = None
-    device: str = "cpu"  # "cpu" or "cuda" (a pinned worker sees its GPU as cuda:0)
+    #: "cpu" or "cuda", resolved (rznas.device.choose_device): every executor scores there; a
+    #: pinned process worker sees its GPU as cuda:0
+    device: str = "cpu"
     # an ensemble fitness: its reference sample, and (once resolved) each component's sorted
     # reference scores as (proxy, values, failed), so that workers never rescore the reference
     reference_size: int = 256
@@ -116,8 +117,11 @@ class EvaluatorSpec:
             raise ConfigError(f"evaluation device must be cpu or cuda, got {self.device!r}")
 
     @classmethod
-    def from_config(cls, config: "SearchConfig", *, device: str = "cpu") -> "EvaluatorSpec":
-        """The spec of the evaluator that :class:`~rznas.search.runner.SearchRun` builds."""
+    def from_config(cls, config: "SearchConfig") -> "EvaluatorSpec":
+        """The spec of the evaluator that :class:`~rznas.search.runner.SearchRun` builds (on the
+        config's device and probe data; ``auto`` is resolved here, a search stores both resolved)."""
+        config = config.resolved()
+
         return cls(
             space=config.space,
             proxy=config.proxy,
@@ -135,7 +139,7 @@ class EvaluatorSpec:
             max_params=config.max_params,
             max_flops=config.max_flops,
             max_layers=config.max_layers,
-            device=device,
+            device=config.device,
             reference_size=config.reference_size,
             reference_seed=config.reference_seed,
         )
@@ -146,12 +150,12 @@ class EvaluatorSpec:
     def build(self) -> EvaluateFn:
         """A live :class:`~rznas.search.evaluator.Evaluator` (probe moved to ``device``)."""
         from ..spaces import get_space
-        from .budget import Budget
+        from .budget import ArchBudget
         from .evaluator import Evaluator
 
         space = get_space(self.space, **dict(self.space_options))
         probe = self._probe()
-        budget = Budget(
+        budget = ArchBudget(
             max_params=self.max_params,
             max_flops=self.max_flops,
             max_layers=self.max_layers,
@@ -200,42 +204,36 @@ class EvaluatorSpec:
 
     def reference_settings(self, proxy: str) -> dict[str, Any]:
         """The score-cache key of one component's scores on reference cells (no budget applies)."""
-        from ..proxies import PROXIES
+        from ..score_key import cache_settings
 
-        return {
-            "evaluation": EVALUATION_VERSION,
-            "role": "ensemble reference",
-            "space": self.space,
-            "space_options": {k: v for k, v in self.space_options},
-            "proxy": proxy,
-            "proxy_version": str(getattr(PROXIES.get(proxy), "version", "1")),
-            "probe": self.probe.key(),
-            "score_seed": self.score_seed,
-            "device": self.device.split(":")[0],
-        }
+        settings = cache_settings(
+            space=self.space,
+            space_options=dict(self.space_options),
+            proxy=proxy,
+            probe=self.probe.key(),
+            score_seed=self.score_seed,
+            budget={},
+            device=self.device,
+        )
+        return {**settings, "role": "ensemble reference"}
 
     def cache_settings(self) -> dict[str, Any]:
-        """What determines a score: the key of the persistent score cache (JSON-ready)."""
+        """What determines a score, code identity included: the key of the persistent score
+        cache (JSON-ready; :func:`rznas.score_key.cache_settings`); an ensemble adds its fitness."""
         from ..fitness import ensemble_spec
-        from ..proxies import PROXIES
+        from ..score_key import cache_settings
 
         spec = ensemble_spec(self.proxy)
-        names = spec.components if spec is not None else (self.proxy,)
-        versions = {name: str(getattr(PROXIES.get(name), "version", "1")) for name in names}
-        settings: dict[str, Any] = {
-            "evaluation": EVALUATION_VERSION,
-            "space": self.space,
-            "space_options": {k: v for k, v in self.space_options},
-            "proxy": self.proxy,
-            "proxy_version": versions[self.proxy] if spec is None else versions,
-            "probe": self.probe.key(),
-            "score_seed": self.score_seed,
-            "budget": {"max_params": self.max_params, "max_flops": self.max_flops, "max_layers": self.max_layers},
-            "device": self.device.split(":")[0],
-        }
-        if spec is not None:
-            settings["fitness"] = {**spec.key(), "reference": self.reference_spec().key()}
-        return settings
+        return cache_settings(
+            space=self.space,
+            space_options=dict(self.space_options),
+            proxy=self.proxy,
+            probe=self.probe.key(),
+            score_seed=self.score_seed,
+            budget={"max_params": self.max_params, "max_flops": self.max_flops, "max_layers": self.max_layers},
+            device=self.device,
+            fitness=None if spec is None else {**spec.key(), "reference": self.reference_spec().key()},
+        )
 
 
 # --- the worker side ------------------------------------------------------------------
@@ -250,6 +248,11 @@ def evaluate_in_worker(factory: EvaluatorFactory, arch: Architecture) -> Outcome
         evaluator = factory.build()
         _WORKER_EVALUATORS[factory] = evaluator
     return evaluator(arch)
+
+
+def _device_of(factory: EvaluatorFactory) -> str:
+    """The device type a factory's evaluators score on (cpu for factories that do not say)."""
+    return str(getattr(factory, "device", "cpu")).split(":")[0]
 
 
 def _init_process_worker(devices: Any, threads: int) -> None:
@@ -272,6 +275,7 @@ def lost_outcome(arch: Architecture, attempts: int, detail: str) -> Outcome:
         TrialState.PROXY_ERROR,
         arch,
         reason=f"{WORKER_LOST}: the worker died {attempts} time(s) while evaluating this architecture ({detail})",
+        transient=True,
     )
 
 
@@ -368,16 +372,6 @@ class _Task:
     crashes: int = 0  # deaths while this task ran alone (so it surely caused them)
 
 
-def detect_gpus() -> int:
-    """Number of visible CUDA devices (0 without CUDA)."""
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # a broken driver means no GPUs for us
-        return 0
-
-
 @EXECUTORS.register("process")
 class ProcessExecutor(Executor):
     """A local pool of worker processes ('spawn' context): CPU workers, or one per GPU.
@@ -407,13 +401,15 @@ class ProcessExecutor(Executor):
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         if context not in ("spawn", "forkserver"):
             raise ConfigError(f"process executor context must be spawn or forkserver (not fork, with torch), got {context!r}")
-        self.gpus = detect_gpus() if gpus is None else gpus
+        # the spec's device decides, as for every executor: GPUs are pinned only for cuda
+        on_gpu = _device_of(factory) == "cuda"
+        self.gpus = (detect_gpus() if gpus is None else gpus) if on_gpu else 0
+        if on_gpu and not self.gpus:
+            raise ConfigError("the evaluator is set to --device cuda, but no CUDA device is visible to torch")
         if workers is None:
             workers = self.gpus or (os.cpu_count() or 1)
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
-        if self.gpus and isinstance(factory, EvaluatorSpec) and factory.device == "cpu":
-            factory = factory.with_device("cuda")
         self.factory = factory
         self.workers = workers
         self.max_retries = max_retries
@@ -606,10 +602,18 @@ class RayExecutor(Executor):
                 raise ConfigError(f"cannot start or reach Ray at {where}: {exc}") from None
             self._owns_cluster = True
         resources = ray.cluster_resources()
+        on_gpu = _device_of(factory) == "cuda"
         if gpus_per_task is None:
-            gpus_per_task = 1.0 if resources.get("GPU", 0) > 0 else 0.0
-        if gpus_per_task and isinstance(factory, EvaluatorSpec) and factory.device == "cpu":
-            factory = factory.with_device("cuda")
+            gpus_per_task = 1.0 if on_gpu else 0.0
+        if on_gpu and not (gpus_per_task and resources.get("GPU", 0) > 0):
+            self.close_cluster()
+            raise ConfigError(
+                f"the evaluator is set to --device cuda, but the Ray cluster offers no GPU to its tasks "
+                f"(resources: {resources.get('GPU', 0)} GPU)"
+            )
+        if gpus_per_task and not on_gpu:
+            self.close_cluster()
+            raise ConfigError("gpus_per_task needs an evaluator on --device cuda")
         self.factory = factory
         self.workers = workers or max(1, int(resources.get("GPU" if gpus_per_task else "CPU", 1)))
         self.max_retries = max_retries
@@ -643,6 +647,10 @@ class RayExecutor(Executor):
         return future
 
     def close(self) -> None:
+        self.close_cluster()
+
+    def close_cluster(self) -> None:
+        """Shut down the local cluster this executor started (a joined cluster is left alone)."""
         if self._owns_cluster and self._ray.is_initialized():
             self._ray.shutdown()
         self._owns_cluster = False
@@ -652,17 +660,31 @@ class RayExecutor(Executor):
 
 
 class CachingExecutor(Executor):
-    """Answers from a :class:`~rznas.score_cache.ScoreCache` and stores what ``inner`` computes."""
+    """Answers from a :class:`~rznas.score_cache.ScoreCache` and stores what ``inner`` computes.
+
+    A failure to store (disk full, a locked or read-only file) never loses the result: the
+    outcome is returned all the same, the first failure is reported through ``notify`` (the
+    search's progress messages; stderr by default) and ``store_failures`` counts them all.
+    """
 
     name = "cached"
 
-    def __init__(self, inner: Executor, cache: "ScoreCache", settings: dict[str, Any]):
+    def __init__(
+        self,
+        inner: Executor,
+        cache: "ScoreCache",
+        settings: dict[str, Any],
+        *,
+        notify: Callable[[str], None] | None = None,
+    ):
         self.inner = inner
         self.cache = cache
         self.context = cache.context(settings)
         self.workers = inner.workers
+        self.notify = notify or _to_stderr
         self.hits = 0
         self.misses = 0
+        self.store_failures = 0
 
     def submit(self, arch: Architecture) -> "Future[Outcome]":
         hit = self.cache.get(self.context, arch)
@@ -684,18 +706,27 @@ class CachingExecutor(Executor):
                 return
             outcome = done.result()
             try:
-                if not is_worker_lost(outcome):
-                    self.cache.put(self.context, outcome)
-            except Exception as exc:  # a cache failure must not lose the result
-                future.set_exception(exc)
-                return
+                self.cache.put(self.context, outcome)  # transient failures are skipped by the cache
+            except Exception as exc:  # a cache failure must not lose the result: say so, return it
+                self.store_failures += 1
+                if self.store_failures == 1:
+                    self.notify(
+                        f"warning: the score cache at {self.cache.path} could not store a result "
+                        f"({type(exc).__name__}: {exc}); scores are still used but not kept for later runs"
+                    )
             future.set_result(outcome)
 
         inner.add_done_callback(store)
         return future
 
     def close(self) -> None:
+        if self.store_failures > 1:
+            self.notify(f"warning: {self.store_failures} results could not be stored in the score cache")
         self.inner.close()
+
+
+def _to_stderr(message: str) -> None:
+    print(f"rznas: {message}", file=sys.stderr, flush=True)
 
 
 def create_executor(
@@ -707,8 +738,10 @@ def create_executor(
     max_retries: int = 2,
     cache: "ScoreCache | None" = None,
     evaluator: EvaluateFn | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Executor:
-    """The executor registered as ``name``, optionally behind the persistent score cache."""
+    """The executor registered as ``name``, optionally behind the persistent score cache
+    (``notify`` receives its warnings, e.g. a result it could not store)."""
     cls = EXECUTORS.get(name)
     if ray_address is not None and name != "ray":
         raise ConfigError(f"--ray-address needs --executor ray (got --executor {name})")
@@ -720,16 +753,15 @@ def create_executor(
     executor = cls(factory, **options)
     if cache is None:
         return executor
-    spec = getattr(executor, "factory", None)  # after any cpu -> cuda promotion
+    spec = getattr(executor, "factory", None)
     if not isinstance(spec, EvaluatorSpec):
         executor.close()
         raise ConfigError("the score cache needs an EvaluatorSpec to derive its key")
-    return CachingExecutor(executor, cache, spec.cache_settings())
+    return CachingExecutor(executor, cache, spec.cache_settings(), notify=notify)
 
 
 __all__ = [
     "CachingExecutor",
-    "EVALUATION_VERSION",
     "EXECUTORS",
     "EvaluatorFactory",
     "EvaluatorSpec",

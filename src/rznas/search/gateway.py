@@ -13,21 +13,16 @@ repetition counts are rebuilt from the committed call log on resume.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..canonical import canonical_json
 from ..errors import LLMError
 from ..llm.base import Completion, LLMClient, Message
-from ..llm.budget import Budget as UsageBudget
-
-
-def canonical(value: Any) -> str:
-    """Compact, key-sorted JSON: the basis of every hash here."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+from ..llm.budget import UsageBudget
 
 
 def messages_payload(messages: list[Message]) -> list[dict[str, str]]:
@@ -36,12 +31,12 @@ def messages_payload(messages: list[Message]) -> list[dict[str, str]]:
 
 def prompt_hash(messages: list[Message]) -> str:
     """sha256 of the messages alone (what identifies a prompt across models/temperatures)."""
-    return hashlib.sha256(canonical(messages_payload(messages)).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(messages_payload(messages)).encode()).hexdigest()
 
 
 def request_json(model: str, messages: list[Message], temperature: float, max_tokens: int, schema: dict | None) -> str:
     """The canonical request text stored in the run store and hashed for the cache key."""
-    return canonical(
+    return canonical_json(
         {
             "model": model,
             "messages": messages_payload(messages),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from .trial import Trial
+from ..trial import Trial
 
 
 def _tokens(n: float) -> str:
@@ -37,6 +37,10 @@ class Progress:
     def message(self, text: str) -> None:
         if self.enabled:
             print(f"rznas: {text}", file=self.stream, flush=True)
+
+    def warning(self, text: str) -> None:
+        """A line the user must see even with --quiet (a fallback, synthetic data, a lost write)."""
+        print(f"rznas: {text}", file=self.stream, flush=True)
 
     def trial(
         self,

@@ -18,7 +18,7 @@ from .edits import edit_json
 from .gateway import LLMGateway
 from .memory import Note
 from .prompt import MutationPrompt, PreviousOutcome, edit_reply_schema, mutation_schema
-from .trial import Member, TrialState
+from ..trial import Member, TrialState
 
 #: the paper's temperature set; one value is drawn per LLM call
 PAPER_TEMPERATURES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)

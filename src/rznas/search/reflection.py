@@ -5,7 +5,7 @@ from __future__ import annotations
 from .gateway import CallRecord, LLMGateway
 from .prompt import PreviousOutcome, ReflectionPrompt
 from .proposers import Proposal, Temperature
-from .trial import Member, Outcome
+from ..trial import Member, Outcome
 
 
 def describe_child(proposal: Proposal, child_encoded: str | None) -> str:

@@ -18,10 +18,12 @@ from typing import Any, Callable
 import torch
 
 from ..arch import Architecture
+from ..data.probe_choice import synthetic_data_notice
 from ..errors import BudgetExhausted, ConfigError
 from ..llm.base import LLMClient
-from ..llm.budget import Budget as UsageBudget
+from ..llm.budget import UsageBudget
 from ..fitness import component_names
+from ..proxies import get_proxy
 from ..spaces import get_space
 from ..spaces.base import SearchSpace
 from ..store import DB_NAME, RunStore
@@ -36,7 +38,7 @@ from .prompt import MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPr
 from .proposers import PROPOSERS, Proposal, ProposerContext, Temperature, create_proposer
 from .reflection import Reflector, previous_outcome
 from .strategy import Evolution
-from .trial import Ask, Member, Outcome, Trial, TrialState
+from ..trial import Ask, Member, Outcome, Trial, TrialState
 
 ClientFactory = Callable[[SearchConfig], LLMClient]
 
@@ -219,6 +221,9 @@ class SearchRun:
         fitness = self.evaluator.fitness  # type: ignore[attr-defined]
         self.proxy = getattr(fitness, "proxy", fitness)  # what the prompt shows: the proxy, or the ensemble
         self.probe = self.evaluator.probe  # type: ignore[attr-defined]
+        notice = synthetic_data_notice(self.eval_spec.probe.dataset, [get_proxy(n) for n in component_names(c.proxy)])
+        if notice:
+            self.progress.warning(notice)
         try:
             self.executor: Executor = create_executor(
                 c.executor,
@@ -227,6 +232,7 @@ class SearchRun:
                 ray_address=c.ray_address,
                 cache=self.score_cache,
                 evaluator=self.evaluator,
+                notify=self.progress.warning,
             )
         except BaseException:
             if self.score_cache is not None:
@@ -296,6 +302,7 @@ class SearchRun:
         The configuration is validated before anything is written, so a bad setting leaves no
         run directory behind."""
         validate_config(config)
+        config = config.resolved()  # device and probe data as they will be stored and kept on resume
         if client is None and getattr(PROPOSERS.get(config.proposer), "uses_llm", False):
             client = client_factory(config)
         run_path = Path(run_dir)
@@ -356,8 +363,7 @@ class SearchRun:
             config = SearchConfig.from_dict(stored_settings(source.config()), origin=f"{source_dir} config")
             store = RunStore.create(run_dir, config.to_dict())
             store.set_meta("replay_of", str(Path(source_dir).resolve()))
-            for key, request, reply in source.cache_entries():
-                store.put_reply(key, request, reply)
+            store.copy_replies_from(source)  # answered from these, not paid again: not counted as spent
         finally:
             source.close()
         try:

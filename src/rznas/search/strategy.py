@@ -19,7 +19,7 @@ from ..arch import Architecture
 from ..errors import ConfigError
 from ..registry import Registry
 from ..spaces.base import SearchSpace
-from .trial import Ask, Member, Outcome, Trial, TrialState
+from ..trial import Ask, Member, Outcome, Trial, TrialState
 
 Selection = Callable[[list[Member], random.Random, int], Member]
 SELECTIONS: Registry[Selection] = Registry("parent selection")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -304,41 +305,45 @@ class _Token:
 
 
 _PUNCT = "()[],="
+#: longest integer token accepted (inputs and concat indices are single digits)
+_MAX_INT_CHARS = 9
+_DIGITS = frozenset("0123456789")  # str.isdigit() also admits '²', which int() rejects
 
 
-def _tokenize(text: str) -> list[_Token]:
-    """Split genotype text into names, integers, quoted strings and punctuation."""
-    tokens: list[_Token] = []
+def _tokenize(text: str) -> Iterator[_Token]:
+    """Split genotype text into names, integers, quoted strings and punctuation, lazily: the
+    parser stops at the first error, so a long malformed reply costs only what precedes it."""
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if ch.isspace():
             i += 1
         elif ch in _PUNCT:
-            tokens.append(_Token("punct", ch, i))
+            yield _Token("punct", ch, i)
             i += 1
         elif ch in "'\"":
             end = text.find(ch, i + 1)
             if end < 0:
                 raise InvalidArchitecture(f"unterminated string starting at column {i + 1}")
-            tokens.append(_Token("str", text[i + 1 : end], i))
+            yield _Token("str", text[i + 1 : end], i)
             i = end + 1
-        elif ch.isdigit() or (ch == "-" and i + 1 < n and text[i + 1].isdigit()):
+        elif ch in _DIGITS or (ch == "-" and i + 1 < n and text[i + 1] in _DIGITS):
             j = i + 1
-            while j < n and text[j].isdigit():
+            while j < n and text[j] in _DIGITS:
                 j += 1
-            tokens.append(_Token("int", text[i:j], i))
+            if j - i > _MAX_INT_CHARS:  # also keeps int() below Python's 4,300-digit conversion limit
+                raise InvalidArchitecture(f"number of {j - i} characters at column {i + 1} of the genotype")
+            yield _Token("int", text[i:j], i)
             i = j
         elif ch.isalpha() or ch == "_":
             j = i + 1
             while j < n and (text[j].isalnum() or text[j] == "_"):
                 j += 1
-            tokens.append(_Token("name", text[i:j], i))
+            yield _Token("name", text[i:j], i)
             i = j
         else:
             raise InvalidArchitecture(f"unexpected character {ch!r} at column {i + 1} of the genotype")
-    tokens.append(_Token("end", "", n))
-    return tokens
+    yield _Token("end", "", n)
 
 
 class _GenotypeParser:
@@ -347,11 +352,15 @@ class _GenotypeParser:
     FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
     def __init__(self, text: str):
-        self.tokens = _tokenize(text)
-        self.i = 0
+        self._tokens = _tokenize(text)
+        self._current = next(self._tokens)
 
     def _peek(self) -> _Token:
-        return self.tokens[self.i]
+        return self._current
+
+    def _advance(self) -> None:
+        if self._current.kind != "end":
+            self._current = next(self._tokens)
 
     def _fail(self, expected: str) -> InvalidArchitecture:
         tok = self._peek()
@@ -362,20 +371,20 @@ class _GenotypeParser:
         tok = self._peek()
         if tok.kind != kind or (value is not None and tok.value != value):
             raise self._fail(what or (repr(value) if value else kind))
-        self.i += 1
+        self._advance()
         return tok
 
     def _accept(self, value: str) -> bool:
         tok = self._peek()
         if tok.kind == "punct" and tok.value == value:
-            self.i += 1
+            self._advance()
             return True
         return False
 
     def parse(self) -> dict[str, list]:
         tok = self._peek()
         if tok.kind == "name" and tok.value == "Genotype":
-            self.i += 1
+            self._advance()
         self._expect("punct", "(", "'Genotype(' or '('")
         fields: dict[str, list] = {}
         while not self._accept(")"):
@@ -416,7 +425,7 @@ class _GenotypeParser:
     def _concat(self) -> list[int]:
         tok = self._peek()
         if tok.kind == "name" and tok.value == "range":  # DARTS prints range(2, 6)
-            self.i += 1
+            self._advance()
             self._expect("punct", "(", "'('")
             start = self._int()
             self._expect("punct", ",", "','")

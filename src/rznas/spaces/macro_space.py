@@ -40,7 +40,7 @@ MAX_SUB_LAYERS = 64
 
 
 @dataclass(frozen=True)
-class Budget:
+class MacroBudget:
     """Resource limits for a macro architecture; None means unlimited.
 
     ``flops`` are multiply-adds at ``resolution``; ``params`` count the classifier for
@@ -64,8 +64,8 @@ class Budget:
                 raise ConfigError(f"budget {name} must be a positive integer, got {value!r}")
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "Budget":
-        """Budget from a config mapping; unknown keys are an error."""
+    def from_mapping(cls, data: Mapping[str, Any]) -> "MacroBudget":
+        """MacroBudget from a config mapping; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -77,8 +77,8 @@ class Budget:
         return cls(**values)
 
     @classmethod
-    def from_spec(cls, text: str) -> "Budget":
-        """Budget from ``"params=5e5,layers=14"`` (comma-separated KEY=VALUE; ``to_spec``'s output)."""
+    def from_spec(cls, text: str) -> "MacroBudget":
+        """MacroBudget from ``"params=5e5,layers=14"`` (comma-separated KEY=VALUE; ``to_spec``'s output)."""
         values: dict[str, Any] = {}
         for item in text.split(","):
             key, sep, value = item.strip().partition("=")
@@ -125,7 +125,7 @@ class MacroSpace(SearchSpace):
     stem_types: ClassVar[tuple[str, ...]] = ()
     body_types: ClassVar[tuple[str, ...]] = ()
     head_types: ClassVar[tuple[str, ...]] = ()  # empty: the last block is a body block
-    presets: ClassVar[dict[str, Budget]] = {}
+    presets: ClassVar[dict[str, MacroBudget]] = {}
     default_budget: ClassVar[str | None] = None
     #: product of all strides: exact value required, or the maximum allowed
     total_stride: ClassVar[int] = 32
@@ -143,20 +143,20 @@ class MacroSpace(SearchSpace):
     fixed_head: ClassVar[bool] = False
     example_text: ClassVar[str] = ""
 
-    def __init__(self, budget: str | Budget | Mapping[str, Any] | None = "default"):
+    def __init__(self, budget: str | MacroBudget | Mapping[str, Any] | None = "default"):
         self.budget = self._resolve_budget(self.default_budget if budget == "default" else budget)
         if self.budget is not None:
             self._check_feasible(self.budget)
 
     # ------------------------------------------------------------------ budgets
-    def _resolve_budget(self, budget: str | Budget | Mapping[str, Any] | None) -> Budget | None:
-        if budget is None or isinstance(budget, Budget):
+    def _resolve_budget(self, budget: str | MacroBudget | Mapping[str, Any] | None) -> MacroBudget | None:
+        if budget is None or isinstance(budget, MacroBudget):
             return budget
         if isinstance(budget, str):
             if budget.lower() == "none":
                 return None
             if "=" in budget:
-                return Budget.from_spec(budget)
+                return MacroBudget.from_spec(budget)
             if budget not in self.presets:
                 raise ConfigError(
                     f"unknown {self.name} budget preset {budget!r}; presets: {', '.join(self.presets)} "
@@ -164,10 +164,10 @@ class MacroSpace(SearchSpace):
                 )
             return self.presets[budget]
         if isinstance(budget, Mapping):
-            return Budget.from_mapping(budget)
+            return MacroBudget.from_mapping(budget)
         raise ConfigError(f"a budget is a preset name, a mapping or None, got {type(budget).__name__}")
 
-    def _check_feasible(self, budget: Budget) -> None:
+    def _check_feasible(self, budget: MacroBudget) -> None:
         """ConfigError when even the smallest network of the space breaks the budget."""
         smallest = self.smallest(budget)
         layers = self.count_layers(smallest)
@@ -189,7 +189,7 @@ class MacroSpace(SearchSpace):
                 f"met: the smallest network in the space needs {flops / 1e6:.3f}M ({self.encode(smallest)})"
             )
 
-    def budget_violations(self, arch: Architecture, budget: Budget | None = None) -> list[str]:
+    def budget_violations(self, arch: Architecture, budget: MacroBudget | None = None) -> list[str]:
         """Human-readable reasons why ``arch`` breaks the budget (empty when within it)."""
         budget = self.budget if budget is None else budget
         if budget is None:
@@ -211,14 +211,14 @@ class MacroSpace(SearchSpace):
                 )
         return problems
 
-    def within_budget(self, arch: Architecture, budget: Budget | None = None) -> bool:
+    def within_budget(self, arch: Architecture, budget: MacroBudget | None = None) -> bool:
         """True when ``arch`` meets the budget (the space's own when None)."""
         return not self.budget_violations(arch, budget)
 
-    def check_budget(self, arch: Architecture, budget: Budget | str | Mapping[str, Any] | None = None) -> None:
+    def check_budget(self, arch: Architecture, budget: MacroBudget | str | Mapping[str, Any] | None = None) -> None:
         """Raise BudgetExceeded (a clear message) when ``arch`` breaks the budget.
 
-        ``budget`` may be a Budget, a preset name or a mapping; None uses the space's budget.
+        ``budget`` may be a MacroBudget, a preset name or a mapping; None uses the space's budget.
         Budgets below the smallest network of the space raise ConfigError.
         """
         self.validate(arch)
@@ -382,7 +382,7 @@ class MacroSpace(SearchSpace):
         return self.make(zen_notation.check_blocks(raw, arity))
 
     # ------------------------------------------------------------------ sampling
-    def smallest(self, budget: Budget | None = None) -> Architecture:
+    def smallest(self, budget: MacroBudget | None = None) -> Architecture:
         """The cheapest network of the sampling skeleton (all channels 8, one sub-layer, cheapest types)."""
         resolution = budget.resolution if budget else self.default_resolution
         blocks = self._skeleton(lambda stage: 1, lambda lo, hi: CHANNEL_BASE, lambda out: CHANNEL_BASE,

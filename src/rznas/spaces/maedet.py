@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from .base import SPACES
 from .macro_blocks import MAEDET_RES_TYPES
-from .macro_space import Budget, MacroSpace, StageSpec
+from .macro_space import MacroBudget, MacroSpace, StageSpec
 
 RESNET50_LIKE = (
     "SuperConvK3BNRELU(3,32,2,1)SuperResConvK1K3K1(32,256,2,64,3)SuperResConvK1K3K1(256,512,2,128,4)"
@@ -58,8 +58,8 @@ class MaeDetSpace(MacroSpace):
     stem_types = ("SuperConvK3BNRELU",)
     body_types = MAEDET_RES_TYPES
     head_types = ()
-    presets: ClassVar[dict[str, Budget]] = {
-        "18.8G": Budget(flops=18.8e9, layers=91, resolution=480, num_classes=1000),
+    presets: ClassVar[dict[str, MacroBudget]] = {
+        "18.8G": MacroBudget(flops=18.8e9, layers=91, resolution=480, num_classes=1000),
     }
     default_budget = "18.8G"
     total_stride = 32

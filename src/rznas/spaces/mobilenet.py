@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Mapping
 
 from .base import SPACES
 from .macro_blocks import BLOCK_TYPES, CHANNEL_BASE, IDW_SE_TYPES, IDW_TYPES, MAX_CHANNELS
-from .macro_space import Budget, MacroSpace, StageSpec
+from .macro_space import MacroBudget, MacroSpace, StageSpec
 from ..errors import ConfigError
 
 ZENNET_400M = (
@@ -59,10 +59,10 @@ class MobileNetSpace(MacroSpace):
     stem_types = ("SuperConvK3BNRELU",)
     body_types = IDW_TYPES + IDW_SE_TYPES
     head_types = ("SuperConvK1BNRELU",)
-    presets: ClassVar[dict[str, Budget]] = {
-        "450M": Budget(flops=450e6, layers=14, resolution=224, num_classes=1000),
-        "600M": Budget(flops=600e6, layers=14, resolution=224, num_classes=1000),
-        "1000M": Budget(flops=1000e6, layers=16, resolution=224, num_classes=1000),
+    presets: ClassVar[dict[str, MacroBudget]] = {
+        "450M": MacroBudget(flops=450e6, layers=14, resolution=224, num_classes=1000),
+        "600M": MacroBudget(flops=600e6, layers=14, resolution=224, num_classes=1000),
+        "1000M": MacroBudget(flops=1000e6, layers=16, resolution=224, num_classes=1000),
     }
     default_budget = "450M"
     total_stride = 32
@@ -83,7 +83,7 @@ class MobileNetSpace(MacroSpace):
     mutation_text = MUTATION
     example_text = ZENNET_400M
 
-    def __init__(self, budget: str | Budget | Mapping[str, Any] | None = "default", *,
+    def __init__(self, budget: str | MacroBudget | Mapping[str, Any] | None = "default", *,
                  use_se: bool = False, head_channels: int = 2048):
         if head_channels % CHANNEL_BASE or not CHANNEL_BASE <= head_channels <= MAX_CHANNELS:
             raise ConfigError(f"head_channels must be a multiple of 8 in [8, 2048], got {head_channels}")

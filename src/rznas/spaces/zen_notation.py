@@ -13,6 +13,8 @@ from typing import Iterable, Mapping, NamedTuple
 from ..errors import InvalidArchitecture
 
 MAX_TEXT = 20_000
+#: longest integer argument accepted (channels and repeats are far smaller)
+MAX_INT_DIGITS = 9
 MAX_BLOCKS = 256
 
 
@@ -55,6 +57,10 @@ def tokenize(text: str) -> list[Token]:
             j = i
             while j < n and text[j].isascii() and text[j].isdigit():
                 j += 1
+            if j - i > MAX_INT_DIGITS:  # also keeps int() below Python's 4,300-digit conversion limit
+                raise InvalidArchitecture(
+                    f"number of {j - i} digits at position {i} (at most {MAX_INT_DIGITS}): {_snippet(text, i)}"
+                )
             tokens.append(Token("int", text[i:j], i))
             i = j
         elif ch in "(),":

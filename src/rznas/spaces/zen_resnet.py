@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from .base import SPACES
 from .macro_blocks import CONV_TYPES, ZEN_RES_TYPES
-from .macro_space import Budget, MacroSpace, StageSpec
+from .macro_space import MacroBudget, MacroSpace, StageSpec
 
 ZENNET_1M = (
     "SuperConvK3BNRELU(3,88,1,1)SuperResK1K7K1(88,120,1,16,1)SuperResK1K7K1(120,192,2,16,3)"
@@ -59,9 +59,9 @@ class ZenResNetSpace(MacroSpace):
     stem_types = CONV_TYPES
     body_types = ZEN_RES_TYPES
     head_types = ("SuperConvK1BNRELU",)
-    presets: ClassVar[dict[str, Budget]] = {
-        "1M": Budget(params=1e6, layers=18, resolution=32, num_classes=10),
-        "2M": Budget(params=2e6, layers=20, resolution=32, num_classes=10),
+    presets: ClassVar[dict[str, MacroBudget]] = {
+        "1M": MacroBudget(params=1e6, layers=18, resolution=32, num_classes=10),
+        "2M": MacroBudget(params=2e6, layers=20, resolution=32, num_classes=10),
     }
     default_budget = "1M"
     total_stride = 32

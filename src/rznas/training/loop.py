@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..arch import Architecture
+from ..device import choose_device
 from ..errors import ConfigError
 from ..spaces import SPACES, SearchSpace, get_space
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -24,14 +25,8 @@ from .recipes import Recipe
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error (:func:`rznas.device.choose_device`)."""
+    return torch.device(choose_device(name))
 
 
 def training_space_options(space_name: str, recipe: Recipe, options: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from ..arch import Architecture
+from .arch import Architecture
 
 
 class TrialState(str, Enum):
@@ -61,10 +61,15 @@ class Outcome:
     score: float | None = None
     reason: str = ""
     measurements: dict[str, float] = field(default_factory=dict)
+    #: a failure of the machine, not of the architecture (out of memory, a lost worker): another
+    #: try may succeed, so it is never stored in the persistent score cache
+    transient: bool = False
 
     def __post_init__(self) -> None:
         if (self.state is TrialState.COMPLETE) != (self.score is not None):
             raise ValueError("a score is given exactly when the trial is COMPLETE")
+        if self.transient and self.state is TrialState.COMPLETE:
+            raise ValueError("a COMPLETE outcome cannot be transient")
 
 
 @dataclass(frozen=True)
