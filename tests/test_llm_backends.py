@@ -107,20 +107,47 @@ def test_openai_json_schema_mode(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_openai_json_object_mode() -> None:
     with FakeOpenAIServer(reply="{}") as server:
-        client = create_client("openai:m", base_url=server.base_url, json_mode="json_object")
+        client = create_client("openai:m", base_url=server.base_url, structured="json_object")
         client.complete(MSGS, temperature=0.2, max_tokens=8, json_schema=SCHEMA)
         assert server.completion_requests[0].body["response_format"] == {"type": "json_object"}
 
 
-def test_openai_response_format_fallback_is_recorded_and_sticky() -> None:
+def test_openai_structured_output_is_negotiated_recorded_and_sticky() -> None:
+    """auto: each refusal lowers the mode at once (no retries of the same request); the mode
+    that worked is kept for the session and every fallback is reported."""
     with FakeOpenAIServer(reply='{"arch": "c"}', reject_response_format=True) as server:
         client = create_client("openai:local-model", base_url=server.base_url, retry_policy=NO_SLEEP)
         first = client.complete(MSGS, temperature=0.2, max_tokens=8, json_schema=SCHEMA)
         second = client.complete(MSGS, temperature=0.2, max_tokens=8, json_schema=SCHEMA)
+        sent = [r.body.get("response_format") for r in server.completion_requests]
         faults = [r.fault for r in server.completion_requests]
-    assert first.text == '{"arch": "c"}' and first.extra["dropped_params"] == ["response_format"]
-    assert "dropped_params" not in second.extra
-    assert faults == ["reject_response_format", None, None]
+    assert first.text == '{"arch": "c"}' and first.extra["structured"] == "none" and first.attempts == 1
+    assert [f["mode"] for f in first.extra["structured_fallbacks"]] == ["json_schema", "json_object_schema", "json_object"]
+    assert "structured_fallbacks" not in second.extra and second.extra["structured"] == "none"
+    assert [r and r["type"] for r in sent] == ["json_schema", "json_object", "json_object", None, None]
+    assert sent[1]["schema"] == SCHEMA and "schema" not in sent[2]
+    assert faults == ["reject_response_format"] * 3 + [None, None]
+
+
+def test_openai_fixed_structured_mode_refused_is_a_clear_error() -> None:
+    with FakeOpenAIServer(reply="{}", reject_response_format=True) as server:
+        client = create_client("openai:m", base_url=server.base_url, structured="json_schema", retry_policy=NO_SLEEP)
+        with pytest.raises(LLMError, match="--llm-structured auto") as caught:
+            client.complete(MSGS, temperature=0.2, max_tokens=8, json_schema=SCHEMA)
+        assert len(server.completion_requests) == 1  # not retried: a capability, not a fault
+    assert not caught.value.retryable
+
+
+def test_openai_sends_and_reports_the_call_seed() -> None:
+    with FakeOpenAIServer(reply="{}") as server:
+        client = create_client("openai:m", base_url=server.base_url)
+        completion = client.complete(MSGS, temperature=0.2, max_tokens=8, seed=1234)
+        unseeded = client.complete(MSGS, temperature=0.2, max_tokens=8)
+        bodies = [r.body for r in server.completion_requests]
+    assert bodies[0]["seed"] == 1234 and completion.extra["seed"] == 1234
+    assert "seed" not in bodies[1] and "seed" not in unseeded.extra
+    assert completion.cost_usd is None  # "m" has no price: unknown, not $0
+    assert client.usage.cost_usd is None and client.usage.unpriced_calls == 2
 
 
 def test_openai_local_server_needs_no_key() -> None:

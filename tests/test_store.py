@@ -63,7 +63,7 @@ def test_reply_cache_and_usage(tmp_path):
     store.put_reply("key", '{"model": "m"}', reply)
     store.put_reply("key", '{"model": "m"}', CachedReply("other", 1, 1, 0, 0, "m"))  # first reply wins
     assert store.get_reply("key") == reply and store.get_reply("nope") is None
-    assert store.usage() == {"calls": 1, "input_tokens": 100, "output_tokens": 20, "cost_usd": 0.002}
+    assert store.usage() == {"calls": 1, "input_tokens": 100, "output_tokens": 20, "cost_usd": 0.002, "unpriced_calls": 0}
 
 
 def test_gateway_uses_the_cache_and_counts_repetitions(tmp_path):

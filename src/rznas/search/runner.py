@@ -100,7 +100,7 @@ def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
 RESUME_OVERRIDES = frozenset(
     {
         "iterations", "max_cost_usd", "max_tokens", "llm_base_url", "llm_timeout", "llm_max_retries", "nb201",
-        "executor", "workers", "ray_address", "score_cache", "concurrency",
+        "executor", "workers", "ray_address", "score_cache", "concurrency", "llm_structured",
     }
 )
 
@@ -165,14 +165,23 @@ def _state_from_json(state: Any) -> Any:
 
 def default_client_factory(config: SearchConfig) -> LLMClient:
     """The client named by ``config.llm`` through rznas.llm.create_client."""
-    from ..llm import create_client
+    from ..llm import create_client, parse_spec
 
+    options: dict[str, Any] = {}
+    if parse_spec(config.llm)[0] == "openai":
+        options["structured"] = config.llm_structured
+    elif config.llm_structured != "auto":
+        raise ConfigError(
+            f"--llm-structured {config.llm_structured} applies to the openai backend (OpenAI-compatible servers); "
+            f"{config.llm} chooses its own structured output"
+        )
     client = create_client(
         config.llm,
         base_url=config.llm_base_url,
         timeout=config.llm_timeout,
         max_retries=config.llm_max_retries,
         price_table=config.price_table,
+        **options,
     )
     if config.max_cost_usd is not None and getattr(client, "price", True) is None:
         raise ConfigError(
@@ -329,6 +338,7 @@ class SearchRun:
                     "its scores cannot be continued under today's scheme (rznas.scoring): start a new run"
                 )
             config = SearchConfig.from_dict(stored_settings(stored), origin=f"{run_dir} config")
+            recorded_concurrency = config.concurrency
             if overrides:
                 allowed = RESUME_OVERRIDES
                 bad = sorted(set(overrides) - allowed)
@@ -342,6 +352,11 @@ class SearchRun:
             if client is None and getattr(PROPOSERS.get(config.proposer), "uses_llm", False):
                 client = client_factory(config)
             run = cls(config, store, client=client, progress=progress)
+            if config.concurrency != recorded_concurrency and run.uses_llm:
+                run.progress.message(
+                    f"concurrency {recorded_concurrency} -> {config.concurrency}: the trials from here on draw "
+                    "other temperatures and model seeds than the original setting would (docs/llm.md)"
+                )
             run._restore()
             return run
         except BaseException:
@@ -380,7 +395,10 @@ class SearchRun:
         if self.gateway is not None:
             self.gateway.restore(self.store.committed_request_hashes())
             spent = self.store.usage()
-            self.gateway.usage.add(spent["input_tokens"], spent["output_tokens"], spent["cost_usd"], calls=int(spent["calls"]))
+            self.gateway.usage.add(
+                spent["input_tokens"], spent["output_tokens"], spent["cost_usd"], calls=int(spent["calls"]),
+                unpriced_calls=int(spent["unpriced_calls"]),
+            )
         last = self.store.meta("last_outcome")
         self._previous = PreviousOutcome.from_json(last) if last else None
         pending = self.store.pending()
@@ -589,6 +607,14 @@ class SearchRun:
             )
         return slot.temperature
 
+    def _seed_key(self, slot: Slot) -> tuple[object, ...]:
+        """The persisted identity the model seeds of ``slot``'s calls derive from: the run seed
+        and the trial number (sequential loop, concurrency 1) or the dispatch number (own
+        stream, concurrency > 1); both are rebuilt identically on resume."""
+        if slot.own_stream:
+            return (self.config.seed, "dispatch", slot.seq)
+        return (self.config.seed, "trial", slot.ask.number)
+
     # ---- the steps of one trial (shared by both loops) ---------------------------------
     def _propose(self, slot: Slot) -> None:
         slot.times["start"] = time.perf_counter()
@@ -598,7 +624,8 @@ class SearchRun:
             slot.proposal = Proposal(slot.ask.arch)
         elif self.uses_llm:
             slot.proposal = self.proposer.propose(  # type: ignore[call-arg]
-                parent, slot.notes, temperature=self._temperature(slot), previous=slot.previous
+                parent, slot.notes, temperature=self._temperature(slot), previous=slot.previous,
+                seed_key=self._seed_key(slot),
             )
         else:
             slot.proposal = self.proposer.propose(parent, slot.notes)
@@ -635,7 +662,8 @@ class SearchRun:
         assert proposal is not None and outcome is not None
         if parent is not None and self.reflector is not None:
             call = self.reflector.reflect(
-                parent, self.space.encode(parent.arch), proposal, outcome, slot.encoded, temperature=self._temperature(slot)
+                parent, self.space.encode(parent.arch), proposal, outcome, slot.encoded,
+                temperature=self._temperature(slot), seed_key=self._seed_key(slot),
             )
             slot.reflection = (clean_note(call.text, self.config.note_max_chars), call.text)
         elif parent is not None and self.fused and slot.previous is not None:
