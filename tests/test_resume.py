@@ -170,3 +170,85 @@ def test_resume_refuses_to_change_the_search(tmp_path):
     # extending the number of iterations is allowed and continues the same run
     assert main(["search", "--resume", str(out), "--iterations", "3", "--quiet"]) == 0
     assert len(run_log(out)["trials"]) == POPULATION + 3
+
+
+# -- exact resume with the embedded model at sampled temperatures (issue 11 item 3) ------
+
+LOCAL_SETTINGS = {"reflect_max_tokens": 40, "code_description": False, "example": False, "score_cache": "none"}
+LOCAL_ARGS = ["search", "--proxy", "params", "--proposer", "llm", "--llm", "local", "--population", "4",
+              "--iterations", "5", "--seed", "3", "--quiet"]
+LOCAL_DRIVER = "import sys; from rznas.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def local_log(run_dir: Path) -> dict:
+    """What an exact resume must reproduce, the model seed of every call included."""
+    store = RunStore.open(run_dir)
+    try:
+        return {
+            "trials": [t.log_record() for t in store.trials()],
+            "calls": [(c["trial_number"], c["seq"], c["purpose"], c["cache_key"], c["temperature"], c["seed"],
+                       c["reply_text"]) for c in store.llm_calls()],
+            "reflections": store.reflections(),
+            "cache": sorted(key for key, _, _ in store.cache_entries()),
+            "status": store.meta("status"),
+        }
+    finally:
+        store.close()
+
+
+def cached_replies(run_dir: Path) -> int:
+    path = run_dir / DB_NAME
+    if not path.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM llm_cache").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def run_until_killed(argv: list[str], reached) -> None:
+    """Run the CLI in a subprocess and SIGKILL it the moment ``reached()`` holds."""
+    process = subprocess.Popen([sys.executable, "-c", LOCAL_DRIVER, *argv],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not reached():
+        assert process.poll() is None, f"search ended before the kill point: {process.stderr.read().decode()[-2000:]}"
+        assert time.monotonic() < deadline, "search too slow to reach the kill point"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_with_the_embedded_sampling_model_gives_the_same_log(tmp_path):
+    """SmolLM2 at temperatures drawn from 0.2..1.0, killed three times (after its first cached
+    reply, after trial 6 was committed, after its 6th cached reply) and resumed each time:
+    the same trials, calls (seeds and reply texts) and reflections as an uninterrupted run."""
+    pytest.importorskip("llama_cpp")
+    config = tmp_path / "settings.json"
+    config.write_text(json.dumps(LOCAL_SETTINGS))
+    reference_dir, out = tmp_path / "reference", tmp_path / "run"
+    assert main([*LOCAL_ARGS, "--config", str(config), "--out", str(reference_dir)]) == 0
+    reference = local_log(reference_dir)
+    assert reference["status"] == "finished" and len({c[4] for c in reference["calls"]}) > 1  # sampled
+
+    run_until_killed([*LOCAL_ARGS, "--config", str(config), "--out", str(out)], lambda: cached_replies(out) >= 1)
+    kill_points = [local_log(out)]
+    run_until_killed(["search", "--resume", str(out), "--quiet"], lambda: committed_trials(out) >= 6)
+    kill_points.append(local_log(out))
+    run_until_killed(["search", "--resume", str(out), "--quiet"], lambda: cached_replies(out) >= 6)
+    kill_points.append(local_log(out))
+    for killed in kill_points:
+        assert killed["status"] == "running"
+        assert killed["trials"] == reference["trials"][: len(killed["trials"])]
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0
+    resumed = local_log(out)
+    assert resumed["trials"] == reference["trials"]
+    assert resumed["calls"] == reference["calls"]
+    assert resumed["reflections"] == reference["reflections"]
+    assert resumed["cache"] == reference["cache"] and resumed["status"] == "finished"
