@@ -252,3 +252,60 @@ def test_sigkill_and_resume_with_the_embedded_sampling_model_gives_the_same_log(
     assert resumed["calls"] == reference["calls"]
     assert resumed["reflections"] == reference["reflections"]
     assert resumed["cache"] == reference["cache"] and resumed["status"] == "finished"
+
+
+class SeedSampler:
+    """A fast stand-in for a sampling model: the reply depends on the seed it is given (a
+    mutation drawn from the seed), as llama.cpp's does; raises once at ``fail_at`` calls."""
+
+    model = "seed-sampler"
+
+    def __init__(self, fail_at: int | None = None):
+        self.seeds: list[int | None] = []
+        self.fail_at = fail_at
+
+    def complete(self, messages, *, temperature, max_tokens, json_schema=None, seed=None):
+        from rznas.llm.base import Completion
+        from rznas.spaces import get_space
+
+        from .search_fakes import parent_of
+
+        if self.fail_at is not None and len(self.seeds) == self.fail_at:
+            self.fail_at = None
+            raise LLMError("crash", retryable=False)
+        self.seeds.append(seed)
+        rng = random.Random(seed)
+        if call_kind(messages) == "reflect":
+            text = f"advice {rng.random():.6f}"
+        else:
+            space = get_space("nb201")
+            text = json.dumps({"arch": space.encode(space.mutate(space.decode(parent_of(messages)), rng))})
+        return Completion(text, 10, 5, self.model, extra={"seed": seed})
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_model_seeds_come_from_the_persisted_run_not_a_process_counter(tmp_path, concurrency):
+    """A crash and a resume in a new client: the live calls after the resume get the seeds
+    (and so the replies) of the uninterrupted run, at concurrency 1 and at K > 1 alike."""
+    config = SearchConfig(proxy="params", population=3, iterations=6, seed=11, llm="scripted:x",
+                          concurrency=concurrency, score_cache="none")
+    quiet = Progress(enabled=False)
+    whole = SeedSampler()
+    run = SearchRun.start(config, tmp_path / "whole", client=whole, progress=quiet)
+    run.run()
+    run.close()
+    assert None not in whole.seeds and len(set(whole.seeds)) == len(whole.seeds)  # one seed per call
+
+    crashing = SeedSampler(fail_at=5)
+    run = SearchRun.start(config, tmp_path / "run", client=crashing, progress=quiet)
+    with pytest.raises(LLMError):
+        run.run()
+    run.close()
+    resumed = SeedSampler()
+    run = SearchRun.resume(tmp_path / "run", client=resumed, progress=quiet)
+    run.run()
+    run.close()
+    assert resumed.seeds and sorted(crashing.seeds + resumed.seeds) == sorted(whole.seeds)
+    if concurrency == 1:  # the sequential loop is deterministic: the same log, call for call
+        assert run_log(tmp_path / "run")["trials"] == run_log(tmp_path / "whole")["trials"]
+        assert run_log(tmp_path / "run")["calls"] == run_log(tmp_path / "whole")["calls"]
