@@ -96,7 +96,7 @@ def create_client(
     """A ready client for ``spec`` ("openai:gpt-4o", "anthropic:MODEL", "local[:PATH]", "scripted:NAME").
 
     ``options`` go to the backend (e.g. ``replies=`` for scripted, ``n_ctx=`` for local,
-    ``json_mode=`` for openai). ``price_table`` maps model -> (input, output) USD per 1M
+    ``structured=`` for openai). ``price_table`` maps model -> (input, output) USD per 1M
     tokens on top of the defaults; ``budget`` may be shared between clients.
     """
     backend, model = parse_spec(spec)
