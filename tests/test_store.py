@@ -204,3 +204,32 @@ def test_a_schema_1_run_is_migrated_and_resumes(tmp_path):
     assert new and all(c["attempts"] == 1 and c["structured"] == "none" and c["usage_estimated"] == 1 for c in new)
     assert len(store.trials()) == 3 + 4 and store.meta("status") == "finished"
     store.close()
+
+
+def test_identical_requests_of_different_calls_are_keyed_by_seed_not_arrival_order(tmp_path):
+    """Two proposals asking the same prompt (concurrent search): whichever arrives first, each
+    gets the reply sampled with its own seed, also from the cache after a resume."""
+
+    def sampler(seed_replies):
+        class Sampler:
+            model = "sampler"
+
+            def complete(self, messages, *, temperature, max_tokens, json_schema=None, seed=None):
+                from rznas.llm.base import Completion
+
+                return Completion(f"reply for seed {seed}", 1, 1, "sampler", extra={"seed": seed})
+
+        return Sampler()
+
+    messages = [Message("user", "same prompt")]
+    answers = []
+    for order in ((1, 2), (2, 1)):
+        store = RunStore.create(tmp_path / f"run{order}", {})
+        gateway = LLMGateway(sampler(None), model="m", cache=store, seeded_keys=True)
+        got = {seed: gateway.complete("mutate", messages, temperature=0.5, max_tokens=5, seed=seed) for seed in order}
+        offline = LLMGateway(None, model="m", cache=store, seeded_keys=True)  # resumed: from the cache only
+        again = {seed: offline.complete("mutate", messages, temperature=0.5, max_tokens=5, seed=seed) for seed in order[::-1]}
+        assert {s: r.text for s, r in got.items()} == {s: r.text for s, r in again.items()}
+        answers.append({s: (r.key, r.text) for s, r in got.items()})
+        store.close()
+    assert answers[0] == answers[1] == {s: (answers[0][s][0], f"reply for seed {s}") for s in (1, 2)}

@@ -12,10 +12,14 @@ repetition counts are rebuilt from the committed call log on resume.
 
 Each call carries a seed derived from what the run store persists (:func:`call_seed`: run
 seed, trial or dispatch number, purpose, attempt), never from a per-process counter, so a
-sampling model asked again after a resume draws the same reply. The seed does not enter
-the cache key (keys of older runs stay valid). What the backend reports about a live call
+sampling model asked again after a resume draws the same reply. What the backend reports about a live call
 (seed applied, attempts, structured-output mode, estimated token counts, finish reason)
 is kept with the reply and logged with every call that uses it.
+
+Runs started since seeds were added key seeded calls by request *and* seed
+(``seeded_keys``, the store's ``reply_keys = "seeded"``): each call of a search has its own
+seed, so two identical concurrent requests of different proposals get their own keys
+whatever order their threads arrive in. Older runs keep the repetition keys above.
 """
 from __future__ import annotations
 
@@ -62,6 +66,10 @@ def request_json(model: str, messages: list[Message], temperature: float, max_to
 def cache_key(request: str) -> str:
     return hashlib.sha256(request.encode()).hexdigest()
 
+
+#: how a run's reply-cache keys are made (store meta ``reply_keys``); absent = "repetition"
+REPLY_KEYS_SEEDED = "seeded"
+REPLY_KEYS_REPETITION = "repetition"
 
 #: seeds are 31-bit non-negative integers (what llama.cpp and OpenAI's ``seed`` accept)
 SEED_MODULUS = 2**31 - 1
@@ -148,8 +156,10 @@ class LLMGateway:
         model: str,
         cache: ReplyCache | None = None,
         usage: UsageBudget | None = None,
+        seeded_keys: bool = False,
     ):
         self.client = client
+        self.seeded_keys = seeded_keys  # key a seeded call by request + seed (not by repetition)
         self.model = model
         self.cache = cache
         self.usage = usage or UsageBudget()
@@ -181,13 +191,16 @@ class LLMGateway:
         seed: int | None = None,
     ) -> CallRecord:
         """One call (or cache hit); LLM errors propagate, every answer is recorded. ``seed``
-        (from :func:`call_seed`) goes to the backend; it is not part of the cache key."""
+        (from :func:`call_seed`) goes to the backend and, with ``seeded_keys``, into the key."""
         request = request_json(self.model, messages, temperature, max_tokens, json_schema)
         request_hash = cache_key(request)
         with self._lock:
             seen = self.repetitions[request_hash]
             self.repetitions[request_hash] += 1
-        key = request_hash if seen == 0 else cache_key(f"{request}\n#{seen}")
+        if self.seeded_keys and seed is not None:
+            key = cache_key(f"{request}\n#seed={seed}")
+        else:
+            key = request_hash if seen == 0 else cache_key(f"{request}\n#{seen}")
         cached = self.cache.get_reply(key) if self.cache is not None else None
         if cached is not None:
             record = self._record(purpose, request, key, messages, temperature, cached, cache_hit=True)

@@ -28,7 +28,7 @@ from ..store import DB_NAME, RunStore
 from .benchmark import trial_accuracies
 from .config import SearchConfig
 from .executors import EvaluatorSpec, Executor, create_executor
-from .gateway import CallRecord, LLMGateway
+from .gateway import REPLY_KEYS_REPETITION, REPLY_KEYS_SEEDED, CallRecord, LLMGateway
 from .memory import Note, ReflectionMemory, clean_note
 from .edits import resolve_reply_format
 from .progress import Progress
@@ -259,7 +259,10 @@ class SearchRun:
             if client is None and not offline:
                 raise ConfigError(f"proposer {c.proposer!r} needs an LLM client")
             usage = UsageBudget(max_cost_usd=c.max_cost_usd, max_tokens=c.max_tokens)
-            self.gateway = LLMGateway(None if offline else client, model=c.llm, cache=store, usage=usage)
+            self.gateway = LLMGateway(
+                None if offline else client, model=c.llm, cache=store, usage=usage,
+                seeded_keys=store.meta("reply_keys", REPLY_KEYS_REPETITION) == REPLY_KEYS_SEEDED,
+            )
             prompt = MutationPrompt(self.space, self.proxy, prompt_options(c, self.space))
         self.proposer = create_proposer(
             c.proposer,
@@ -311,6 +314,7 @@ class SearchRun:
         created = not run_path.exists()
         store = RunStore.create(run_path, config.to_dict())
         try:
+            store.set_meta("reply_keys", REPLY_KEYS_SEEDED)
             return cls(config, store, client=client, progress=progress)
         except BaseException:
             store.close()  # construction failed after validation: leave no half-made run behind
@@ -371,6 +375,7 @@ class SearchRun:
             config = SearchConfig.from_dict(stored_settings(source.config()), origin=f"{source_dir} config")
             store = RunStore.create(run_dir, config.to_dict())
             store.set_meta("replay_of", str(Path(source_dir).resolve()))
+            store.set_meta("reply_keys", source.meta("reply_keys", REPLY_KEYS_REPETITION))  # the source's keys
             for key, request, reply in source.cache_entries():
                 store.put_reply(key, request, reply)
         finally:
