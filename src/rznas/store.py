@@ -183,6 +183,11 @@ class RunStore:
             return
         if version != 1:
             raise DataError(f"{self.path} has store schema {version}; this rznas reads schemas 1 and {SCHEMA_VERSION}")
+        if self._writer_fd is None and writer_alive(self.path.parent):
+            raise ConfigError(  # migrating under an older writer would break its inserts
+                f"{self.path.parent} (store schema 1) is being written by another live rznas process; "
+                "open it once that process has ended"
+            )
         with self.transaction():
             if self.meta("schema_version") == 1:  # not migrated meanwhile by another process
                 for table, columns in (("llm_calls", _LLM_CALLS_V1), ("llm_cache", _LLM_CACHE_V1)):
