@@ -186,6 +186,10 @@ def test_a_schema_1_run_is_migrated_and_resumes(tmp_path):
     db = sqlite3.connect(run / DB_NAME)
     old_calls = db.execute("SELECT cache_key, reply_text, cost_usd FROM llm_calls ORDER BY id").fetchall()
     db.close()
+    from rznas.run_reader import RunReader
+
+    with RunReader(run) as reader:  # read-only viewers read a schema-1 run without migrating it
+        assert reader.usage()["calls"] == len(old_calls) and reader.meta("schema_version") == 1
     register_mutator("test-mutator")
     assert main(["search", "--resume", str(run), "--iterations", "4", "--quiet"]) == 0
     store = RunStore.open(run)

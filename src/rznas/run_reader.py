@@ -54,8 +54,8 @@ class RunReader:
             version = self.meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path} cannot be read as a run store: {exc}") from None
-        if version != SCHEMA_VERSION:
-            raise DataError(f"{self.path} has store schema {version}; this rznas reads schema {SCHEMA_VERSION}")
+        if version not in (1, SCHEMA_VERSION):  # schema 1 lacks only the per-call columns (read as absent)
+            raise DataError(f"{self.path} has store schema {version}; this rznas reads schemas 1 and {SCHEMA_VERSION}")
         self._tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def close(self) -> None:
@@ -97,12 +97,17 @@ class RunReader:
     def llm_calls(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq")]
 
-    def usage(self) -> dict[str, float]:
+    def usage(self) -> dict[str, Any]:
+        """As :meth:`rznas.store.RunStore.usage`: ``cost_usd`` None when some call had no price."""
         row = self.db.execute(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
-            " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
+            " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd,"
+            " COALESCE(SUM(cost_usd IS NULL),0) AS unpriced_calls FROM llm_cache"
         ).fetchone()
-        return dict(row)
+        usage = dict(row)
+        if usage["unpriced_calls"]:
+            usage["cost_usd"] = None
+        return usage
 
     # ---- what only the viewers need ---------------------------------------------------
     def reflections(self) -> dict[int, dict[str, str]]:
@@ -208,7 +213,7 @@ class RunSummary:
     best_trial: int | None
     best_arch: str | None
     accuracy: dict[str, Any] = field(default_factory=dict)
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: unknown (a model without a price)
     input_tokens: int = 0
     output_tokens: int = 0
     llm_calls: int = 0
@@ -252,7 +257,7 @@ def summarize(reader: RunReader, rows: list[dict[str, Any]] | None = None, *, ac
         best_trial=best["number"] if best else None,
         best_arch=best["encoded"] if best else None,
         accuracy=trial_accuracies(config, best) if (best and accuracy) else {},
-        cost_usd=float(spent["cost_usd"]),
+        cost_usd=None if spent["cost_usd"] is None else float(spent["cost_usd"]),
         input_tokens=int(spent["input_tokens"]),
         output_tokens=int(spent["output_tokens"]),
         llm_calls=int(spent["calls"]),
