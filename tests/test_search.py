@@ -468,7 +468,7 @@ def test_constrained_schema_is_sent_to_the_backend(tmp_path):
     class Spy:
         model = "spy"
 
-        def complete(self, messages, *, temperature, max_tokens, json_schema=None):
+        def complete(self, messages, *, temperature, max_tokens, json_schema=None, seed=None):
             from rznas.llm.base import Completion
 
             seen.append(json_schema)

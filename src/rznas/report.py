@@ -153,13 +153,15 @@ def write_plots(series: list[IterationStats], run_dir: Path, title: str) -> list
 def token_summary(calls: list[dict[str, Any]], iterations: int) -> dict[str, Any]:
     """Tokens, calls and estimated cost of every LLM call the search's trials used (cache hits
     included: what the search costs), in total and per evolution iteration."""
+    unpriced = any(c["cost_usd"] is None for c in calls)
     total = {
         "calls": len(calls),
         "input_tokens": sum(int(c["input_tokens"]) for c in calls),
         "output_tokens": sum(int(c["output_tokens"]) for c in calls),
-        "cost_usd": sum(float(c["cost_usd"]) for c in calls),
+        # None: unknown (a model without a price), never a false $0
+        "cost_usd": None if unpriced else sum(float(c["cost_usd"]) for c in calls),
     }
-    per = {key: (value / iterations if iterations else None) for key, value in total.items()}
+    per = {key: (value / iterations if iterations and value is not None else None) for key, value in total.items()}
     by_purpose: dict[str, int] = {}
     for call in calls:
         by_purpose[call["purpose"]] = by_purpose.get(call["purpose"], 0) + 1

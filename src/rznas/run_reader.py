@@ -54,8 +54,8 @@ class RunReader:
             version = self.meta("schema_version")
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path} cannot be read as a run store: {exc}") from None
-        if version != SCHEMA_VERSION:
-            raise DataError(f"{self.path} has store schema {version}; this rznas reads schema {SCHEMA_VERSION}")
+        if version not in (1, SCHEMA_VERSION):  # schema 1 lacks only the per-call columns (read as absent)
+            raise DataError(f"{self.path} has store schema {version}; this rznas reads schemas 1 and {SCHEMA_VERSION}")
         self._tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def close(self) -> None:
@@ -97,8 +97,9 @@ class RunReader:
     def llm_calls(self) -> list[dict[str, Any]]:
         return [dict(row) for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq")]
 
-    def usage(self) -> dict[str, float]:
-        """What the run spent, as the store counts it (a replay's copied replies excluded)."""
+    def usage(self) -> dict[str, Any]:
+        """What the run spent, as the store counts it (a replay's copied replies excluded;
+        ``cost_usd`` None when some call had no price)."""
         return spent_usage(self.db)
 
     # ---- what only the viewers need ---------------------------------------------------
@@ -205,7 +206,7 @@ class RunSummary:
     best_trial: int | None
     best_arch: str | None
     accuracy: dict[str, Any] = field(default_factory=dict)
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: unknown (a model without a price)
     input_tokens: int = 0
     output_tokens: int = 0
     llm_calls: int = 0
@@ -249,7 +250,7 @@ def summarize(reader: RunReader, rows: list[dict[str, Any]] | None = None, *, ac
         best_trial=best["number"] if best else None,
         best_arch=best["encoded"] if best else None,
         accuracy=trial_accuracies(config, best) if (best and accuracy) else {},
-        cost_usd=float(spent["cost_usd"]),
+        cost_usd=None if spent["cost_usd"] is None else float(spent["cost_usd"]),
         input_tokens=int(spent["input_tokens"]),
         output_tokens=int(spent["output_tokens"]),
         llm_calls=int(spent["calls"]),

@@ -12,6 +12,11 @@ The process writing a run holds an exclusive lock on ``run.sqlite-lock`` (flock)
 as its store is open; the kernel drops it when the process dies, SIGKILL included. Readers
 (``rznas runs``, ``report``, ``compare``, ``dashboard``) tell a live run from a killed one
 with :func:`writer_alive`, and a second writer of the same run is refused.
+
+Each LLM call row records how it was answered (seed, attempts, structured-output mode,
+whether the token counts were reported or estimated, finish reason, retry details); a cost
+of NULL means unknown (an unpriced model), never $0. Stores of schema 1 are migrated to 2
+when opened.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from .trial import Trial, TrialState
 
 DB_NAME = "run.sqlite"
 LOCK_NAME = f"{DB_NAME}-lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 try:  # POSIX; elsewhere a run's liveness cannot be told (writer_alive says so)
     import fcntl
@@ -74,8 +79,14 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     latency_s REAL NOT NULL,
-    cost_usd REAL NOT NULL,
-    cache_hit INTEGER NOT NULL
+    cost_usd REAL,
+    cache_hit INTEGER NOT NULL,
+    seed INTEGER,
+    attempts INTEGER,
+    structured TEXT,
+    usage_estimated INTEGER,
+    finish_reason TEXT,
+    details TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS llm_calls_trial ON llm_calls(trial_number);
 CREATE TABLE IF NOT EXISTS llm_cache (
@@ -85,9 +96,10 @@ CREATE TABLE IF NOT EXISTS llm_cache (
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     latency_s REAL NOT NULL,
-    cost_usd REAL NOT NULL,
+    cost_usd REAL,
     model TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    info TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY,
@@ -101,6 +113,20 @@ CREATE TABLE IF NOT EXISTS reflections (
     reply_text TEXT NOT NULL
 );
 """
+
+
+#: schema 1 -> 2: cost may be NULL (unknown) and each call records how it was answered
+_LLM_CALLS_V1 = (
+    "id, trial_number, seq, purpose, model, cache_key, request_hash, prompt_hash, temperature, reply_text,"
+    " input_tokens, output_tokens, latency_s, cost_usd, cache_hit"
+)
+_LLM_CACHE_V1 = "key, request_json, reply_text, input_tokens, output_tokens, latency_s, cost_usd, model, created"
+
+
+def _table_sql(name: str) -> str:
+    """The CREATE TABLE statement of ``name`` in :data:`_SCHEMA`."""
+    start = _SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {name} (")
+    return _SCHEMA[start : _SCHEMA.index(");", start) + 2]
 
 
 class RunStore:
@@ -143,11 +169,36 @@ class RunStore:
         if not path.is_file():
             raise ConfigError(f"{run_dir} holds no rznas run ({DB_NAME} not found)")
         store = cls(path, cls._connect(path))
-        version = store.meta("schema_version")
-        if version != SCHEMA_VERSION:
-            raise DataError(f"{path} has store schema {version}; this rznas reads schema {SCHEMA_VERSION}")
-        store.db.executescript(_SCHEMA)  # tables added since (all additive)
+        try:
+            store._upgrade()
+        except BaseException:
+            store.db.close()
+            raise
         return store
+
+    def _upgrade(self) -> None:
+        """Bring an older store to :data:`SCHEMA_VERSION` in one transaction (resume of old runs)."""
+        version = self.meta("schema_version")
+        if version == SCHEMA_VERSION:
+            self.db.executescript(_SCHEMA)  # tables added since (all additive)
+            return
+        if version != 1:
+            raise DataError(f"{self.path} has store schema {version}; this rznas reads schemas 1 and {SCHEMA_VERSION}")
+        if self._writer_fd is None and writer_alive(self.path.parent):
+            raise ConfigError(  # migrating under an older writer would break its inserts
+                f"{self.path.parent} (store schema 1) is being written by another live rznas process; "
+                "open it once that process has ended"
+            )
+        with self.transaction():
+            if self.meta("schema_version") == 1:  # not migrated meanwhile by another process
+                for table, columns in (("llm_calls", _LLM_CALLS_V1), ("llm_cache", _LLM_CACHE_V1)):
+                    self.db.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+                    self.db.execute(_table_sql(table))
+                    self.db.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_v1")
+                    self.db.execute(f"DROP TABLE {table}_v1")
+                self._set_meta("schema_version", SCHEMA_VERSION)
+                self._set_meta("migrated_from_schema", 1)
+        self.db.executescript(_SCHEMA)  # the index dropped with the old table
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -263,8 +314,9 @@ class RunStore:
             for seq, call in enumerate(calls):
                 self.db.execute(
                     "INSERT INTO llm_calls(trial_number, seq, purpose, model, cache_key, request_hash, prompt_hash,"
-                    " temperature, reply_text, input_tokens, output_tokens, latency_s, cost_usd, cache_hit)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " temperature, reply_text, input_tokens, output_tokens, latency_s, cost_usd, cache_hit,"
+                    " seed, attempts, structured, usage_estimated, finish_reason, details)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         trial.number,
                         seq,
@@ -280,6 +332,12 @@ class RunStore:
                         call.latency_s,
                         call.cost_usd,
                         int(call.cache_hit),
+                        call.seed,
+                        call.attempts,
+                        call.structured,
+                        int(call.usage_estimated),
+                        call.finish_reason,
+                        json.dumps(call.details, sort_keys=True),
                     ),
                 )
             if reflection is not None:
@@ -320,14 +378,21 @@ class RunStore:
         return {row["trial_number"]: row["note"] for row in self.db.execute("SELECT * FROM reflections")}
 
     def llm_calls(self) -> list[dict[str, Any]]:
-        """Every logged LLM call, in order."""
-        return [dict(row) for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq")]
+        """Every logged LLM call, in order (``details`` decoded; ``cost_usd`` None: unknown;
+        the columns added in schema 2 are None for calls of a migrated schema-1 run)."""
+        calls = []
+        for row in self.db.execute("SELECT * FROM llm_calls ORDER BY trial_number, seq"):
+            call = dict(row)
+            call["details"] = json.loads(call["details"] or "{}")
+            calls.append(call)
+        return calls
 
     def committed_request_hashes(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT request_hash FROM llm_calls ORDER BY id")]
 
-    def usage(self) -> dict[str, float]:
-        """Calls, tokens and cost this run actually spent (:func:`spent_usage`)."""
+    def usage(self) -> dict[str, Any]:
+        """Calls, tokens and cost this run actually spent (:func:`spent_usage`); ``cost_usd`` is
+        None when some call had no price (``unpriced_calls`` of them)."""
         return spent_usage(self.db)
 
     def _cache_totals(self) -> dict[str, float]:
@@ -345,11 +410,7 @@ class RunStore:
     def get_reply(self, key: str) -> CachedReply | None:
         with self._lock:
             row = self.db.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        return CachedReply(
-            row["reply_text"], row["input_tokens"], row["output_tokens"], row["latency_s"], row["cost_usd"], row["model"]
-        )
+        return None if row is None else _reply_from_row(row)
 
     def put_reply(self, key: str, request: str, reply: CachedReply) -> None:
         with self.transaction():
@@ -357,7 +418,7 @@ class RunStore:
 
     def _put_reply(self, key: str, request: str, reply: CachedReply) -> None:
         self.db.execute(
-            "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO llm_cache VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
                 request,
@@ -368,15 +429,36 @@ class RunStore:
                 reply.cost_usd,
                 reply.model,
                 time.time(),
+                json.dumps(reply.info, sort_keys=True),
             ),
         )
 
     def cache_entries(self) -> Iterator[tuple[str, str, CachedReply]]:
         """(key, request JSON, reply) of every cached reply (for copying into a replay)."""
         for row in self.db.execute("SELECT * FROM llm_cache ORDER BY created"):
-            yield row["key"], row["request_json"], CachedReply(
-                row["reply_text"], row["input_tokens"], row["output_tokens"], row["latency_s"], row["cost_usd"], row["model"]
-            )
+            yield row["key"], row["request_json"], _reply_from_row(row)
+
+
+def _cache_totals(db: sqlite3.Connection) -> dict[str, float]:
+    row = db.execute(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
+        " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd,"
+        " COALESCE(SUM(cost_usd IS NULL),0) AS unpriced_calls FROM llm_cache"
+    ).fetchone()
+    return {key: row[key] for key in ("calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls")}
+
+
+def spent_usage(db: sqlite3.Connection) -> dict[str, Any]:
+    """Calls, tokens and cost a run store's own live calls cost: its reply-cache entries, less
+    those a replay copied from the run it replays (paid there, recorded as ``inherited_usage``);
+    ``cost_usd`` is None (unknown, not $0) when some of its own calls had no price."""
+    totals = _cache_totals(db)
+    row = db.execute("SELECT value FROM meta WHERE key = 'inherited_usage'").fetchone()
+    inherited = json.loads(row[0]) if row else {}
+    usage: dict[str, Any] = {key: value - inherited.get(key, 0) for key, value in totals.items()}
+    if usage["unpriced_calls"]:
+        usage["cost_usd"] = None
+    return usage
 
 
 def writer_alive(run_dir: str | Path) -> bool | None:
@@ -399,21 +481,16 @@ def writer_alive(run_dir: str | Path) -> bool | None:
     return False
 
 
-def _cache_totals(db: sqlite3.Connection) -> dict[str, float]:
-    row = db.execute(
-        "SELECT COUNT(*) AS calls, COALESCE(SUM(input_tokens),0) AS input_tokens,"
-        " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
-    ).fetchone()
-    return {key: row[key] for key in ("calls", "input_tokens", "output_tokens", "cost_usd")}
-
-
-def spent_usage(db: sqlite3.Connection) -> dict[str, float]:
-    """Calls, tokens and cost a run store's own live calls cost: its reply-cache entries, less
-    those a replay copied from the run it replays (paid there, recorded as ``inherited_usage``)."""
-    totals = _cache_totals(db)
-    row = db.execute("SELECT value FROM meta WHERE key = 'inherited_usage'").fetchone()
-    inherited = json.loads(row[0]) if row else {}
-    return {key: value - inherited.get(key, 0) for key, value in totals.items()}
+def _reply_from_row(row: sqlite3.Row) -> CachedReply:
+    return CachedReply(
+        row["reply_text"],
+        row["input_tokens"],
+        row["output_tokens"],
+        row["latency_s"],
+        row["cost_usd"],
+        row["model"],
+        json.loads(row["info"] or "{}"),
+    )
 
 
 def _trial_from_row(row: sqlite3.Row) -> Trial:

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             "iterations_done": [s.iterations_done for s, _ in members],
             "best_score": dict(zip(("mean", "std"), mean_std(finals))) if finals else None,
             "cifar10_test_acc": dict(zip(("mean", "std"), mean_std(accs))) if accs else None,
-            "cost_usd": sum(s.cost_usd for s, _ in members),
+            # None: unknown (some run used a model without a price), never a false $0
+            "cost_usd": None if any(s.cost_usd is None for s, _ in members) else sum(s.cost_usd for s, _ in members),
             "curves": [curve for _, curve in members],
         })
     plot_written = write_plot(report, Path(args.plot))
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                           ",".join(map(str, g["iterations_done"])),
                           "-" if score is None else f"{score['mean']:.6g} +- {score['std']:.3g}",
                           "-" if acc is None else f"{acc['mean']:.2f} +- {acc['std']:.2f}",
-                          f"${g['cost_usd']:.4f}"])
+                          "unknown" if g["cost_usd"] is None else f"${g['cost_usd']:.4f}"])
         print_table(table)
     print(f"rznas compare: best-so-far plot -> {plot_written}", file=sys.stderr)
     return 0

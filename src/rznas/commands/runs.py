@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         table.append([
             name, s.status, s.space, s.proxy, s.proposer if s.llm is None else f"{s.proposer} ({s.llm})", str(s.seed),
             f"{s.iterations_done}/{s.iterations}", score_text(s.best_score), accuracy_text(s.accuracy),
-            f"${s.cost_usd:.4f}", f"{s.input_tokens}/{s.output_tokens}", age_text(s.updated),
+            "unknown" if s.cost_usd is None else f"${s.cost_usd:.4f}", f"{s.input_tokens}/{s.output_tokens}", age_text(s.updated),
         ])
     print_table(table)
     for s in summaries:

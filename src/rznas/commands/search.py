@@ -17,6 +17,7 @@ _VALUE_FLAGS = {
     "proposer": "proposer",
     "llm": "llm",
     "llm_base_url": "llm_base_url",
+    "llm_structured": "llm_structured",
     "population": "population",
     "iterations": "iterations",
     "seed": "seed",
@@ -103,6 +104,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     llm = parser.add_argument_group("LLM")
     llm.add_argument("--llm", default=s, metavar="BACKEND:MODEL", help="local (default), openai:gpt-4o, anthropic:MODEL, scripted:NAME")
     llm.add_argument("--llm-base-url", default=s, metavar="URL", help="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, Azure)")
+    llm.add_argument(
+        "--llm-structured", choices=["auto", "json_schema", "json_object_schema", "json_object", "none"], default=s,
+        help="structured output with OpenAI-compatible servers (default auto: json_schema, then json_object "
+        "with schema, then json_object, then none, as the server accepts; the mode used is logged per call)",
+    )
     llm.add_argument("--max-cost-usd", type=float, default=s, metavar="X", help="stop cleanly when the estimated cost reaches X")
     llm.add_argument("--max-tokens", type=int, default=s, metavar="N", help="stop cleanly when N tokens were used")
     llm.add_argument("--temperature", type=float, default=s, metavar="X", help="fixed temperature (default: drawn from 0.2..1.0)")
@@ -224,10 +230,11 @@ def print_result(result: Any, *, proxy: str | None = None) -> None:
     usage = getattr(result, "usage", None) or {}
     per = usage.get("per_iteration") or {}
     if usage.get("calls") and per.get("input_tokens") is not None:
+        cost = "cost unknown (no price for the model)" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+        per_cost = "" if per.get("cost_usd") is None else f", ${per['cost_usd']:.5f}"
         print(
             f"LLM: {usage['calls']} calls, {usage['input_tokens']} tokens in / {usage['output_tokens']} out, "
-            f"${usage['cost_usd']:.4f}; per iteration {per['input_tokens']:.0f} in / {per['output_tokens']:.0f} out, "
-            f"${per['cost_usd']:.5f}"
+            f"{cost}; per iteration {per['input_tokens']:.0f} in / {per['output_tokens']:.0f} out{per_cost}"
         )
     state = "" if result.status == "finished" else f" ({result.status}: {result.reason})"
     print(f"run directory: {result.run_dir}{state}")

@@ -88,8 +88,10 @@ class AnthropicClient:
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """One request; a 400 about structured outputs is retried once without them."""
+        """One request; a 400 about structured outputs is retried once without them. The
+        Messages API has no seed: ``seed`` is ignored (the run store records it as not applied)."""
         msgs = normalize_messages(messages)
         system, turns = to_anthropic(msgs, json_schema)
         fallbacks: list[str] = []
@@ -129,7 +131,10 @@ class AnthropicClient:
                     retryable=True,
                 ) from None
             latency = time.perf_counter() - started
-            return self._completion(response, latency, fallbacks)
+            completion = self._completion(response, latency, fallbacks)
+            # the schema is always stated in the system prompt; "json_schema" when also enforced
+            completion.extra["structured"] = "json_schema" if "output_config" in params else "none"
+            return completion
 
     @staticmethod
     def _rejected_param(exc: Exception, params: dict[str, Any]) -> str | None:

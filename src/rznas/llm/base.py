@@ -3,6 +3,12 @@
 A backend turns chat messages into a :class:`Completion` (text plus token counts).
 Errors are :class:`rznas.errors.LLMError` with ``retryable`` set for timeouts, 429,
 5xx and dropped connections, unset for authentication and bad requests.
+
+``seed`` asks a sampling backend for a reproducible draw (the search derives it from the
+run's persisted state); a backend that applies it reports it in ``extra["seed"]``, one
+that cannot ignores it. Backends also report in ``extra``: ``finish_reason``,
+``structured`` (the structured-output mode used: json_schema, json_object_schema,
+json_object, grammar, tool or none) and ``usage_estimated`` (token counts estimated).
 """
 from __future__ import annotations
 
@@ -31,8 +37,8 @@ class Completion:
     latency_s: float = 0.0
     cached_input_tokens: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-    #: estimated price of this call in USD (from the price table; 0 for local/scripted)
-    cost_usd: float = 0.0
+    #: estimated price of this call in USD (from the price table; 0 for local/scripted; None: unknown)
+    cost_usd: float | None = 0.0
     #: attempts made, retries included (1 = first try succeeded)
     attempts: int = 1
 
@@ -44,7 +50,8 @@ class Completion:
 
 @runtime_checkable
 class LLMClient(Protocol):
-    """Anything that completes a chat; ``json_schema`` asks for schema-constrained JSON."""
+    """Anything that completes a chat; ``json_schema`` asks for schema-constrained JSON,
+    ``seed`` for a reproducible sample where the backend supports one."""
 
     model: str
 
@@ -55,6 +62,7 @@ class LLMClient(Protocol):
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion: ...
 
 

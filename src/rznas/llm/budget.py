@@ -16,12 +16,14 @@ from .base import Completion
 
 @dataclass(frozen=True)
 class UsageSnapshot:
-    """Totals so far: calls, tokens and estimated cost."""
+    """Totals so far: calls, tokens and estimated cost (None: unknown, some call had no price)."""
 
     calls: int
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float | None
+    #: calls of a model without a price: their cost is unknown, not zero
+    unpriced_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -44,14 +46,22 @@ class UsageBudget:
         self._input = 0
         self._output = 0
         self._cost = 0.0
+        self._unpriced = 0
 
-    def add(self, input_tokens: int, output_tokens: int, cost_usd: float, calls: int = 1) -> None:
-        """Count usage (also used to restore the totals of a resumed run)."""
+    def add(
+        self, input_tokens: int, output_tokens: int, cost_usd: float | None, calls: int = 1, *, unpriced_calls: int | None = None
+    ) -> None:
+        """Count usage (also used to restore the totals of a resumed run). ``cost_usd`` None: the
+        calls' cost is unknown; ``unpriced_calls`` says how many of ``calls`` had no price
+        (default: all of them when the cost is None, none otherwise)."""
+        if unpriced_calls is None:
+            unpriced_calls = calls if cost_usd is None else 0
         with self._lock:
             self._calls += calls
             self._input += int(input_tokens)
             self._output += int(output_tokens)
-            self._cost += float(cost_usd)
+            self._cost += float(cost_usd or 0.0)
+            self._unpriced += int(unpriced_calls)
 
     def record(self, completion: Completion) -> None:
         """Count one finished call."""
@@ -60,13 +70,16 @@ class UsageBudget:
     def snapshot(self) -> UsageSnapshot:
         """The totals so far (for progress displays and the run store)."""
         with self._lock:
-            return UsageSnapshot(self._calls, self._input, self._output, self._cost)
+            cost = None if self._unpriced else self._cost
+            return UsageSnapshot(self._calls, self._input, self._output, cost, self._unpriced)
 
     def exhausted_reason(self) -> str | None:
         """Why no further call is allowed, or None while within budget."""
         snap = self.snapshot()
         if self.max_tokens is not None and snap.total_tokens >= self.max_tokens:
             return f"LLM token budget exhausted: {snap.total_tokens} of max {self.max_tokens} tokens used"
+        if self.max_cost_usd is not None and snap.cost_usd is None:
+            return f"LLM cost budget cannot be checked: {snap.unpriced_calls} call(s) of a model without a price"
         if self.max_cost_usd is not None and snap.cost_usd >= self.max_cost_usd:
             return f"LLM cost budget exhausted: ${snap.cost_usd:.4f} of max ${self.max_cost_usd:.4f} spent"
         return None

@@ -54,8 +54,10 @@ class ManagedClient:
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """One chat completion; raises LLMError (``attempts`` attached) or BudgetExhausted."""
+        """One chat completion; raises LLMError (``attempts`` attached) or BudgetExhausted.
+        Every attempt sends the same ``seed``; an unpriced model's ``cost_usd`` is None."""
         msgs = normalize_messages(messages)
         if not 0.0 <= float(temperature) <= 2.0:
             raise ConfigError(f"temperature must be within [0, 2], got {temperature}")
@@ -64,7 +66,9 @@ class ManagedClient:
         self.budget.check()
 
         def attempt() -> Completion:
-            return self.inner.complete(msgs, temperature=temperature, max_tokens=max_tokens, json_schema=json_schema)
+            return self.inner.complete(
+                msgs, temperature=temperature, max_tokens=max_tokens, json_schema=json_schema, seed=seed
+            )
 
         completion, failures = call_with_retries(attempt, self.policy)
         extra = dict(completion.extra)
@@ -72,7 +76,7 @@ class ManagedClient:
             extra["retries"] = [f.as_dict() for f in failures]
         if self.price is None:
             extra["price_known"] = False
-        cost = self.price.cost(completion.input_tokens, completion.output_tokens) if self.price else 0.0
+        cost = self.price.cost(completion.input_tokens, completion.output_tokens) if self.price else None
         completion = dataclasses.replace(completion, cost_usd=cost, attempts=len(failures) + 1, extra=extra)
         self.budget.record(completion)
         return completion
@@ -92,7 +96,7 @@ def create_client(
     """A ready client for ``spec`` ("openai:gpt-4o", "anthropic:MODEL", "local[:PATH]", "scripted:NAME").
 
     ``options`` go to the backend (e.g. ``replies=`` for scripted, ``n_ctx=`` for local,
-    ``json_mode=`` for openai). ``price_table`` maps model -> (input, output) USD per 1M
+    ``structured=`` for openai). ``price_table`` maps model -> (input, output) USD per 1M
     tokens on top of the defaults; ``budget`` may be shared between clients.
     """
     backend, model = parse_spec(spec)
@@ -110,5 +114,5 @@ def create_client(
                 f"no price for model {inner.model!r}, so a cost budget cannot be enforced: "
                 f"add it to the price table (USD per 1M input/output tokens) or use a token budget"
             )
-        log.warning("no price for %s model %r: its cost is counted as $0", backend, inner.model)
+        log.warning("no price for %s model %r: its cost is shown as unknown", backend, inner.model)
     return ManagedClient(inner, backend=backend, policy=policy, price=price, budget=budget)

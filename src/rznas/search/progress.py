@@ -53,7 +53,7 @@ class Progress:
         median: float | None,
         input_tokens: float,
         output_tokens: float,
-        cost_usd: float,
+        cost_usd: float | None,
     ) -> None:
         """Report one committed trial."""
         self._count(trial)
@@ -69,7 +69,8 @@ class Progress:
         fmt = lambda v: f"{v:.6g}" if v is not None else "-"  # noqa: E731
         print(
             f"{head}  best {fmt(best)}  median {fmt(median)}  valid {rate}  "
-            f"tokens {_tokens(input_tokens)} in / {_tokens(output_tokens)} out  ${cost_usd:.4f}  "
+            f"tokens {_tokens(input_tokens)} in / {_tokens(output_tokens)} out  "
+            f"{'cost unknown' if cost_usd is None else f'${cost_usd:.4f}'}  "
             f"[{trial.state.value}]",
             file=self.stream,
             flush=True,

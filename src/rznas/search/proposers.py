@@ -15,7 +15,7 @@ from ..llm.parse import extract_json_object
 from ..registry import Registry
 from ..spaces.base import SearchSpace
 from .edits import edit_json
-from .gateway import LLMGateway
+from .gateway import LLMGateway, call_seed
 from .memory import Note
 from .prompt import MutationPrompt, PreviousOutcome, edit_reply_schema, mutation_schema
 from ..trial import Member, TrialState
@@ -159,10 +159,12 @@ class LLMProposer:
         *,
         temperature: Temperature | None = None,
         previous: PreviousOutcome | None = None,
+        seed_key: tuple[object, ...] | None = None,
     ) -> Proposal:
         """Ask for one child of ``parent``. ``temperature``: a per-proposal source instead of the
         shared one (concurrent search); ``previous``: the outcome to reflect on in this call
-        (fused reflection)."""
+        (fused reflection); ``seed_key``: the persisted identity of this proposal (run seed,
+        trial or dispatch number) from which each attempt's model seed is derived."""
         temperature = temperature or self.temperature
         messages = self.prompt.messages(
             self.space.encode(parent.arch), parent.score, notes, previous if self.fused_reflection else None
@@ -177,6 +179,7 @@ class LLMProposer:
                 temperature=temperature.draw(),
                 max_tokens=self.max_tokens,
                 json_schema=schema,
+                seed=call_seed(*seed_key, purpose, attempt) if seed_key is not None else None,
             )
             try:
                 arch, thinking, said = self.parse_reply(call.text, parent.arch)

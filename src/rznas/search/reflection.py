@@ -2,7 +2,7 @@
 change and the exception text (RZ-NAS section 1, step 5)."""
 from __future__ import annotations
 
-from .gateway import CallRecord, LLMGateway
+from .gateway import CallRecord, LLMGateway, call_seed
 from .prompt import PreviousOutcome, ReflectionPrompt
 from .proposers import Proposal, Temperature
 from ..trial import Member, Outcome
@@ -50,9 +50,11 @@ class Reflector:
         child_encoded: str | None,
         *,
         temperature: Temperature | None = None,
+        seed_key: tuple[object, ...] | None = None,
     ) -> CallRecord:
         """One reflection call; the reply text is the advice. ``temperature``: a per-proposal
-        source instead of the shared one (concurrent search)."""
+        source instead of the shared one (concurrent search); ``seed_key``: the trial's persisted
+        identity, from which the model seed is derived."""
         step = previous_outcome(parent, parent_encoded, proposal, outcome, child_encoded)
         messages = self.prompt.messages(
             parent=step.parent,
@@ -63,4 +65,5 @@ class Reflector:
             exception=step.exception,
         )
         draw = (temperature or self.temperature).draw()
-        return self.gateway.complete("reflect", messages, temperature=draw, max_tokens=self.max_tokens)
+        seed = call_seed(*seed_key, "reflect", 0) if seed_key is not None else None
+        return self.gateway.complete("reflect", messages, temperature=draw, max_tokens=self.max_tokens, seed=seed)

@@ -30,7 +30,7 @@ from ..store import DB_NAME, RunStore
 from .benchmark import trial_accuracies
 from .config import SearchConfig
 from .executors import EvaluatorSpec, Executor, create_executor
-from .gateway import CallRecord, LLMGateway
+from .gateway import REPLY_KEYS_REPETITION, REPLY_KEYS_SEEDED, CallRecord, LLMGateway
 from .memory import Note, ReflectionMemory, clean_note
 from .edits import resolve_reply_format
 from .progress import Progress
@@ -102,7 +102,7 @@ def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
 RESUME_OVERRIDES = frozenset(
     {
         "iterations", "max_cost_usd", "max_tokens", "llm_base_url", "llm_timeout", "llm_max_retries", "nb201",
-        "executor", "workers", "ray_address", "score_cache", "concurrency",
+        "executor", "workers", "ray_address", "score_cache", "concurrency", "llm_structured",
     }
 )
 
@@ -167,14 +167,23 @@ def _state_from_json(state: Any) -> Any:
 
 def default_client_factory(config: SearchConfig) -> LLMClient:
     """The client named by ``config.llm`` through rznas.llm.create_client."""
-    from ..llm import create_client
+    from ..llm import create_client, parse_spec
 
+    options: dict[str, Any] = {}
+    if parse_spec(config.llm)[0] == "openai":
+        options["structured"] = config.llm_structured
+    elif config.llm_structured != "auto":
+        raise ConfigError(
+            f"--llm-structured {config.llm_structured} applies to the openai backend (OpenAI-compatible servers); "
+            f"{config.llm} chooses its own structured output"
+        )
     client = create_client(
         config.llm,
         base_url=config.llm_base_url,
         timeout=config.llm_timeout,
         max_retries=config.llm_max_retries,
         price_table=config.price_table,
+        **options,
     )
     if config.max_cost_usd is not None and getattr(client, "price", True) is None:
         raise ConfigError(
@@ -256,7 +265,10 @@ class SearchRun:
             if client is None and not offline:
                 raise ConfigError(f"proposer {c.proposer!r} needs an LLM client")
             usage = UsageBudget(max_cost_usd=c.max_cost_usd, max_tokens=c.max_tokens)
-            self.gateway = LLMGateway(None if offline else client, model=c.llm, cache=store, usage=usage)
+            self.gateway = LLMGateway(
+                None if offline else client, model=c.llm, cache=store, usage=usage,
+                seeded_keys=store.meta("reply_keys", REPLY_KEYS_REPETITION) == REPLY_KEYS_SEEDED,
+            )
             prompt = MutationPrompt(self.space, self.proxy, prompt_options(c, self.space))
         self.proposer = create_proposer(
             c.proposer,
@@ -309,6 +321,7 @@ class SearchRun:
         created = not run_path.exists()
         store = RunStore.create(run_path, config.to_dict())
         try:
+            store.set_meta("reply_keys", REPLY_KEYS_SEEDED)
             return cls(config, store, client=client, progress=progress)
         except BaseException:
             store.close()  # construction failed after validation: leave no half-made run behind
@@ -336,6 +349,7 @@ class SearchRun:
                     "its scores cannot be continued under today's scheme (rznas.scoring): start a new run"
                 )
             config = SearchConfig.from_dict(stored_settings(stored), origin=f"{run_dir} config")
+            recorded_concurrency = config.concurrency
             if overrides:
                 allowed = RESUME_OVERRIDES
                 bad = sorted(set(overrides) - allowed)
@@ -349,6 +363,11 @@ class SearchRun:
             if client is None and getattr(PROPOSERS.get(config.proposer), "uses_llm", False):
                 client = client_factory(config)
             run = cls(config, store, client=client, progress=progress)
+            if config.concurrency != recorded_concurrency and run.uses_llm:
+                run.progress.message(
+                    f"concurrency {recorded_concurrency} -> {config.concurrency}: the trials from here on draw "
+                    "other temperatures and model seeds than the original setting would (docs/llm.md)"
+                )
             run._restore()
             return run
         except BaseException:
@@ -363,6 +382,7 @@ class SearchRun:
             config = SearchConfig.from_dict(stored_settings(source.config()), origin=f"{source_dir} config")
             store = RunStore.create(run_dir, config.to_dict())
             store.set_meta("replay_of", str(Path(source_dir).resolve()))
+            store.set_meta("reply_keys", source.meta("reply_keys", REPLY_KEYS_REPETITION))  # the source's keys
             store.copy_replies_from(source)  # answered from these, not paid again: not counted as spent
         finally:
             source.close()
@@ -386,7 +406,10 @@ class SearchRun:
         if self.gateway is not None:
             self.gateway.restore(self.store.committed_request_hashes())
             spent = self.store.usage()
-            self.gateway.usage.add(spent["input_tokens"], spent["output_tokens"], spent["cost_usd"], calls=int(spent["calls"]))
+            self.gateway.usage.add(
+                spent["input_tokens"], spent["output_tokens"], spent["cost_usd"], calls=int(spent["calls"]),
+                unpriced_calls=int(spent["unpriced_calls"]),
+            )
         last = self.store.meta("last_outcome")
         self._previous = PreviousOutcome.from_json(last) if last else None
         pending = self.store.pending()
@@ -595,6 +618,14 @@ class SearchRun:
             )
         return slot.temperature
 
+    def _seed_key(self, slot: Slot) -> tuple[object, ...]:
+        """The persisted identity the model seeds of ``slot``'s calls derive from: the run seed
+        and the trial number (sequential loop, concurrency 1) or the dispatch number (own
+        stream, concurrency > 1); both are rebuilt identically on resume."""
+        if slot.own_stream:
+            return (self.config.seed, "dispatch", slot.seq)
+        return (self.config.seed, "trial", slot.ask.number)
+
     # ---- the steps of one trial (shared by both loops) ---------------------------------
     def _propose(self, slot: Slot) -> None:
         slot.times["start"] = time.perf_counter()
@@ -604,7 +635,8 @@ class SearchRun:
             slot.proposal = Proposal(slot.ask.arch)
         elif self.uses_llm:
             slot.proposal = self.proposer.propose(  # type: ignore[call-arg]
-                parent, slot.notes, temperature=self._temperature(slot), previous=slot.previous
+                parent, slot.notes, temperature=self._temperature(slot), previous=slot.previous,
+                seed_key=self._seed_key(slot),
             )
         else:
             slot.proposal = self.proposer.propose(parent, slot.notes)
@@ -641,7 +673,8 @@ class SearchRun:
         assert proposal is not None and outcome is not None
         if parent is not None and self.reflector is not None:
             call = self.reflector.reflect(
-                parent, self.space.encode(parent.arch), proposal, outcome, slot.encoded, temperature=self._temperature(slot)
+                parent, self.space.encode(parent.arch), proposal, outcome, slot.encoded,
+                temperature=self._temperature(slot), seed_key=self._seed_key(slot),
             )
             slot.reflection = (clean_note(call.text, self.config.note_max_chars), call.text)
         elif parent is not None and self.fused and slot.previous is not None:

@@ -63,7 +63,7 @@ function renderSummary(data) {
     ["seed", s.seed], ["population", s.population], ["iterations", `${s.iterations_done} / ${s.iterations}`],
     ["trials", s.trials], ["best score", num(s.best_score)], ["best trial", s.best_trial ?? "-"],
     ["LLM calls", s.llm_calls], ["tokens in / out", `${s.input_tokens} / ${s.output_tokens}`],
-    ["cost", `$${Number(s.cost_usd).toFixed(4)}`],
+    ["cost", s.cost_usd === null ? "unknown" : `$${Number(s.cost_usd).toFixed(4)}`],
   ];
   const box = document.getElementById("summary");
   box.replaceChildren(...parts.map(([k, v]) => {
@@ -110,7 +110,7 @@ function renderTables(data) {
   fillRows("calls", [...data.calls].reverse(), (c) => {
     const tr = cells(el("tr"), [
       [c.id], [c.trial_number], [c.purpose], [c.model], [num(c.temperature, 3)], [c.input_tokens, "num"],
-      [c.output_tokens, "num"], [Number(c.cost_usd).toFixed(6), "num"], [num(c.latency_s, 3), "num"],
+      [c.output_tokens, "num"], [c.cost_usd === null ? "unknown" : Number(c.cost_usd).toFixed(6), "num"], [num(c.latency_s, 3), "num"],
       [c.cache_hit ? "yes" : "no"], [c.reply_preview, "code"],
     ]);
     tr.dataset.call = c.id;
@@ -137,7 +137,7 @@ async function showCall(id) {
     const c = await getJSON(`/api/call?run=${encodeURIComponent(state.run)}&id=${id}`);
     const parts = [el("h3", `call ${c.id}: ${c.purpose} for trial ${c.trial_number}`),
       el("p", `${c.model}, temperature ${num(c.temperature, 3)}, ${c.input_tokens} tokens in / ${c.output_tokens} out, ` +
-        `$${Number(c.cost_usd).toFixed(6)}, ${num(c.latency_s, 3)} s${c.cache_hit ? ", from the reply cache" : ""}`)];
+        `${c.cost_usd === null ? "cost unknown" : "$" + Number(c.cost_usd).toFixed(6)}, ${num(c.latency_s, 3)} s${c.cache_hit ? ", from the reply cache" : ""}`)];
     c.messages.forEach((m, i) => {
       parts.push(el("h4", `prompt message ${i + 1}: ${m.role}`));
       parts.push(el("pre", m.content, "prompt"));
