@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 from .arch import Architecture
 from .errors import ConfigError, DataError
+from .search.final_selection import CandidateResult
 from .search.gateway import CachedReply, CallRecord
 from .search.trial import Trial, TrialState
 
@@ -98,6 +99,28 @@ CREATE TABLE IF NOT EXISTS reflections (
     iteration INTEGER NOT NULL,
     note TEXT NOT NULL,
     reply_text TEXT NOT NULL
+);
+""" + """
+-- final selection (search/final_selection.py): one short-training result per candidate and settings key;
+-- added after schema 1 was released: RunStore.open creates it in older stores (an additive migration)
+CREATE TABLE IF NOT EXISTS final_candidates (
+    settings_key TEXT NOT NULL,
+    arch_id TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    trial_number INTEGER NOT NULL REFERENCES trials(number),
+    arch_json TEXT NOT NULL,
+    encoded TEXT NOT NULL,
+    score REAL NOT NULL,
+    train_acc REAL NOT NULL,
+    train_loss REAL NOT NULL,
+    val_acc REAL NOT NULL,
+    val_loss REAL NOT NULL,
+    epochs INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    params INTEGER NOT NULL,
+    history TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (settings_key, arch_id)
 );
 """
 
@@ -332,6 +355,36 @@ class RunStore:
             " COALESCE(SUM(output_tokens),0) AS output_tokens, COALESCE(SUM(cost_usd),0) AS cost_usd FROM llm_cache"
         ).fetchone()
         return dict(row)
+
+    # ---- final selection ---------------------------------------------------------------
+    def add_final_candidate(self, settings_key: str, result: CandidateResult) -> None:
+        """Commit one candidate's short-training result under the settings that produced it."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO final_candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    settings_key, result.arch.id, result.rank, result.trial, result.arch.canonical_json(),
+                    result.encoded, result.score, result.train_acc, result.train_loss, result.val_acc,
+                    result.val_loss, result.epochs, result.seconds, result.params,
+                    json.dumps(list(result.history)), time.time(),
+                ),
+            )
+
+    def final_candidates(self, settings_key: str) -> list[CandidateResult]:
+        """The candidates trained under ``settings_key``, by proxy rank."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT * FROM final_candidates WHERE settings_key = ? ORDER BY rank", (settings_key,)
+            ).fetchall()
+        return [
+            CandidateResult(
+                rank=row["rank"], trial=row["trial_number"], arch=Architecture.from_json(row["arch_json"]),
+                encoded=row["encoded"], score=row["score"], train_acc=row["train_acc"], train_loss=row["train_loss"],
+                val_acc=row["val_acc"], val_loss=row["val_loss"], epochs=row["epochs"], seconds=row["seconds"],
+                params=row["params"], history=tuple(json.loads(row["history"])),
+            )
+            for row in rows
+        ]
 
     # ---- the reply cache (ReplyCache protocol) ----------------------------------------
     def get_reply(self, key: str) -> CachedReply | None:
