@@ -1,7 +1,7 @@
 """The run store: one SQLite file (stdlib, WAL) per run directory.
 
 It holds the resolved config, every trial, every LLM call, every reflection, the RNG
-state of the last committed trial and the LLM reply cache. Each trial is committed in
+state of the last committed trial, the LLM reply cache and the final-selection results. Each trial is committed in
 one transaction together with its LLM calls, its reflection and the RNG state, so the
 state after trial i is exactly reconstructible (replay the trials, restore the RNG):
 that is what ``rznas search --resume`` does after a crash, SIGKILL included. Cached
