@@ -423,3 +423,13 @@ def test_local_alternating_prompt_families_only_evaluate_their_new_tail() -> Non
             if turn == 1:  # everything before the last message came from the slot's KV cache
                 assert evaluated < completion.input_tokens / 4, (evaluated, completion.input_tokens)
     assert slots == [0, 1, 0, 1]
+
+
+def test_local_context_settings_are_checked_when_the_client_is_made() -> None:
+    from rznas.llm.local_backend import LocalLlamaClient
+
+    with pytest.raises(ConfigError, match="unknown KV-cache type"):
+        LocalLlamaClient(kv_cache_type="q3")
+    with pytest.raises(ConfigError, match="needs flash attention"):
+        LocalLlamaClient(kv_cache_type="q8_0")
+    assert LocalLlamaClient(flash_attn=True, kv_cache_type="q8_0").kv_cache_type == "q8_0"
