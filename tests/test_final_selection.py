@@ -93,6 +93,7 @@ def test_tiny_search_with_final_selection_end_to_end(tmp_path, data_dir, capsys)
     summary = json.loads((out / "best_arch.json").read_text())
     selection = summary["selection"]
     assert selection["method"] == "final_training" and selection["status"] == "done"
+    assert summary["final_selection"] == selection["settings"]  # what `rznas bench search-quality` rows record
     assert selection["settings"]["train_images"] == 256 and selection["settings"]["val_images"] == 128
     candidates = selection["candidates"]
     store = RunStore.open(out)

@@ -227,6 +227,8 @@ def write_report(
         "proxy": config["proxy"],
         "benchmark": benchmark(best) if (best and benchmark) else {},
         "selection": selection,
+        # the settings of the final selection that chose "arch" (null: the proxy's best)
+        "final_selection": selection["settings"] if selection["method"] == "final_training" else None,
         "space": config["space"],
         "arch_id": best["arch_id"] if best else None,
         "genotype": json.loads(best["arch_json"])["genotype"] if best else None,
