@@ -154,8 +154,9 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         f"{s['train_images']} CIFAR-10 training images, validated on {s['val_images']} other training images; "
         f"selected = best validation accuracy. Test accuracies are NB201's 200-epoch figures (%). "
         f"CPU seconds are process time with {summary['environment']['torch_threads']} torch thread on "
-        f"{summary['environment']['platform']} ({summary['environment']['cpu_count']} cores shared with other jobs, "
-        f"load average at the start {summary['environment']['load_average']}).",
+        f"{summary['environment']['platform']} ({summary['environment']['cpu_count']} cores shared with other jobs; "
+        f"load average {summary['environment']['load_average']} when this table was written, 7-17 while the "
+        "committed trainings ran, so wall time was 3-10x the CPU time).",
         "",
         "| proxy | K | E | rho(val, test) | rho(proxy, test) | selected (rank) C10 / C100 / IN16 | proxy top-1 C10 / C100 / IN16 "
         "| best candidate (rank) C10 | CPU-s per candidate-epoch (mean / max) | stage CPU-s |",

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -83,7 +84,16 @@ def main() -> int:
     parser.add_argument("--proxy", default="zico")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/local_iteration_speed"))
+    parser.add_argument("--summarize", type=Path, metavar="JSON",
+                        help="only rewrite the table of --out from the calls of this result file")
     args = parser.parse_args()
+    if args.summarize is not None:
+        payload = json.loads(args.summarize.read_text())
+        payload.setdefault("rounds", len(next(iter(payload["calls"].values()))))
+        payload.setdefault("threads", {r["variant"]: r["threads"] for r in payload.get("rows", [])})
+        payload["summarized_by"] = "python benchmarks/local_iteration_speed.py " + " ".join(sys.argv[1:])
+        write_results(payload, args.out)
+        return 0
     names = [n for n in args.variants.split(",") if n]
     space = get_space("nb201")
     prompt = MutationPrompt(space, get_proxy(args.proxy), PromptOptions(fused_reflection=True, lean=True))
@@ -96,6 +106,7 @@ def main() -> int:
             clients[key] = local_backend.LocalLlamaClient(seed=0, context_slots=1, **settings)
             started = time.perf_counter()
             clients[key].complete(call_messages(prompt, 0), temperature=0.2, max_tokens=MAX_TOKENS, json_schema=schema)
+            llama_cpp.llama_perf_context_reset(clients[key].context(0).llama._ctx.ctx)  # count the timed calls only
             print(f"{key}: static prefix in {time.perf_counter() - started:.1f} s (not timed)", file=sys.stderr, flush=True)
     calls: dict[str, list[dict]] = {name: [] for name in names}
     default_threads = local_backend.default_threads()
@@ -114,29 +125,43 @@ def main() -> int:
         for name in names:  # restore before the next round
             llama = clients[json.dumps(VARIANTS[name][0], sort_keys=True)].context(0).llama
             llama_cpp.llama_set_n_threads(llama._ctx.ctx, default_threads, default_threads)
+    command = "python benchmarks/local_iteration_speed.py " + shlex.join(sys.argv[1:])
+    payload = {"command": command, "proxy": args.proxy, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
+               "platform": platform.platform(), "cpu_count": os.cpu_count(),
+               "load_average_end": [round(x, 2) for x in os.getloadavg()], "llama_cpp_python": llama_cpp.__version__,
+               "threads": {name: VARIANTS[name][1] or default_threads for name in names}, "calls": calls}
+    write_results(payload, args.out)
+    return 0
+
+
+def summarize_calls(payload: dict) -> list[dict]:
+    """Mean per variant over rounds 2.. (round 1 is each context's first call after the cold prefix)."""
     mean = lambda rows, key: statistics.mean(r[key] for r in rows)  # noqa: E731
     rows = []
-    for name in names:
-        settings, threads = VARIANTS[name]
+    for name, all_calls in payload["calls"].items():
+        calls = all_calls[1:]
         rows.append({
-            "variant": name, "settings": settings, "threads": threads or default_threads, "calls": len(calls[name]),
-            **{f"mean_{k}": round(mean(calls[name], k), 3) for k in
+            "variant": name, "settings": VARIANTS[name][0], "threads": payload["threads"][name], "calls": len(calls),
+            **{f"mean_{k}": round(mean(calls, k), 3) for k in
                ("wall_s", "prompt_eval_s", "generate_s", "other_s", "prompt_tokens_evaluated", "output_tokens")},
-            "valid_arch": sum(r["valid_arch"] for r in calls[name]),
+            "valid_arch": sum(r["valid_arch"] for r in all_calls), "replies": len(all_calls),
         })
-    command = "python benchmarks/local_iteration_speed.py " + " ".join(sys.argv[1:])
-    payload = {"command": command, "proxy": args.proxy, "max_tokens": MAX_TOKENS, "platform": platform.platform(),
-               "cpu_count": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()],
-               "llama_cpp_python": llama_cpp.__version__, "rows": rows, "calls": calls}
+    return rows
+
+
+def write_results(payload: dict, out: Path) -> None:
+    rows = payload["rows"] = summarize_calls(payload)
+    command, rounds = payload["command"], payload["rounds"]
     lines = [
         "# Embedded model: seconds per fused-lean NB201 iteration under llama.cpp settings",
         "",
         f"Command: `{command}`. One `--fused-reflection --lean-prompt` mutation call per iteration (NB201, "
-        f"{args.proxy}, constrained JSON, max_tokens {MAX_TOKENS}), SmolLM2-135M Q4_1, llama-cpp-python "
-        f"{llama_cpp.__version__}, {os.cpu_count()} cores shared with other jobs (load average at the end "
-        f"{payload['load_average_end'][0]}); {args.rounds} interleaved calls per variant, static prefix not timed. "
+        f"{payload['proxy']}, constrained JSON, max_tokens {payload['max_tokens']}), SmolLM2-135M Q4_1, "
+        f"llama-cpp-python {payload['llama_cpp_python']}, {payload['cpu_count']} cores shared with other jobs "
+        f"(load average at the end {payload['load_average_end'][0]}); {rounds} interleaved calls per variant, the "
+        "static prefix not timed, means over rounds 2.. (round 1 is each context's first call after its prefix). "
         "Seconds are wall time: prompt eval = the dynamic tail, generate = output tokens, other = sampling, "
-        "grammar and Python.",
+        "grammar and Python (the rest of the wall time). Valid replies: over all rounds.",
         "",
         "| variant | threads | s / iteration | tail tokens | prompt eval s | output tokens | generate s | other s | valid replies |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -145,13 +170,14 @@ def main() -> int:
         lines.append(
             f"| {r['variant']} | {r['threads']} | {r['mean_wall_s']:.2f} | {r['mean_prompt_tokens_evaluated']:.0f} | "
             f"{r['mean_prompt_eval_s']:.2f} | {r['mean_output_tokens']:.0f} | {r['mean_generate_s']:.2f} | "
-            f"{r['mean_other_s']:.2f} | {r['valid_arch']}/{r['calls']} |"
+            f"{r['mean_other_s']:.2f} | {r['valid_arch']}/{r['replies']} |"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if payload.get("summarized_by"):
+        lines += ["", f"Table recomputed from the JSON's calls by `{payload['summarized_by']}`."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":
