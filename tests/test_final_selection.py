@@ -117,6 +117,14 @@ def test_tiny_search_with_final_selection_end_to_end(tmp_path, data_dir, capsys)
     assert selection["proxy_best"]["arch_id"] == expected[0]
     assert f"best architecture: {best['encoded']}" in printed and "selected by short training" in printed
     assert not list((out / final_selection.CHECKPOINT_FOLDER).glob("*.pt"))  # per-candidate checkpoints removed
+    # the read-only reader (`rznas report`) rebuilds the same choice from the store
+    from rznas.report import write_report
+    from rznas.run_reader import RunReader
+
+    (tmp_path / "again").mkdir()
+    with RunReader(out) as reader:
+        again = write_report(reader, tmp_path / "again")
+    assert again["arch_id"] == best["arch_id"] and again["final_selection"] == selection["settings"]
 
 
 @pytest.mark.slow

@@ -25,6 +25,8 @@ class RunRecords(Protocol):
     def trial_rows(self) -> list[dict[str, Any]]: ...
     def llm_calls(self) -> list[dict[str, Any]]: ...
     def usage(self) -> dict[str, float]: ...
+    def meta(self, key: str, default: Any = None) -> Any: ...
+    def final_candidates(self, settings_key: str) -> list[Any]: ...
 
 CSV_COLUMNS = [
     "number",
@@ -166,7 +168,7 @@ def token_summary(calls: list[dict[str, Any]], iterations: int) -> dict[str, Any
 
 
 def selection_summary(
-    store: RunStore,
+    store: RunRecords,
     config: dict[str, Any],
     proxy_best: dict[str, Any] | None,
     benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None,

@@ -134,6 +134,18 @@ class RunReader:
                 return {"table": table, "columns": columns, "rows": [list(r) for r in cursor.fetchall()]}
         return None
 
+    def final_candidates(self, settings_key: str) -> list[Any]:
+        """The final-selection results under ``settings_key``, by proxy rank (as RunStore.final_candidates;
+        none in a store written before the stage existed)."""
+        if "final_candidates" not in self._tables:
+            return []
+        from .store import _candidate_from_row
+
+        rows = self.db.execute(
+            "SELECT * FROM final_candidates WHERE settings_key = ? ORDER BY rank", (settings_key,)
+        ).fetchall()
+        return [_candidate_from_row(row) for row in rows]
+
     def status(self) -> "RunStatus":
         """finished | stopped | running | interrupted, with the reason (see :func:`run_status`)."""
         return run_status(self.run_dir, self.meta("status", "running"), self.meta("status_reason", ""))

@@ -376,15 +376,7 @@ class RunStore:
             rows = self.db.execute(
                 "SELECT * FROM final_candidates WHERE settings_key = ? ORDER BY rank", (settings_key,)
             ).fetchall()
-        return [
-            CandidateResult(
-                rank=row["rank"], trial=row["trial_number"], arch=Architecture.from_json(row["arch_json"]),
-                encoded=row["encoded"], score=row["score"], train_acc=row["train_acc"], train_loss=row["train_loss"],
-                val_acc=row["val_acc"], val_loss=row["val_loss"], epochs=row["epochs"], seconds=row["seconds"],
-                params=row["params"], history=tuple(json.loads(row["history"])),
-            )
-            for row in rows
-        ]
+        return [_candidate_from_row(row) for row in rows]
 
     # ---- the reply cache (ReplyCache protocol) ----------------------------------------
     def get_reply(self, key: str) -> CachedReply | None:
@@ -483,4 +475,14 @@ def _trial_from_row(row: sqlite3.Row) -> Trial:
         measurements=json.loads(row["measurements"]),
         timings=json.loads(row["timings"]),
         notes_shown=tuple(json.loads(row["notes_shown"])),
+    )
+
+
+def _candidate_from_row(row: sqlite3.Row) -> CandidateResult:
+    """A ``final_candidates`` row as the stage's result (shared with the read-only RunReader)."""
+    return CandidateResult(
+        rank=row["rank"], trial=row["trial_number"], arch=Architecture.from_json(row["arch_json"]),
+        encoded=row["encoded"], score=row["score"], train_acc=row["train_acc"], train_loss=row["train_loss"],
+        val_acc=row["val_acc"], val_loss=row["val_loss"], epochs=row["epochs"], seconds=row["seconds"],
+        params=row["params"], history=tuple(json.loads(row["history"])),
     )
