@@ -126,12 +126,15 @@ class RunReader:
         return record
 
     def final_selection(self) -> dict[str, Any] | None:
-        """{"table", "columns", "rows"} of the final-selection stage's table, or None when the run has none."""
+        """{"table", "columns", "rows"} of the final-selection stage's table, or None when the run has no
+        results in one."""
         for table in FINAL_SELECTION_TABLES:
             if table in self._tables:
                 cursor = self.db.execute(f'SELECT * FROM "{table}"')  # name from the fixed tuple above
                 columns = [d[0] for d in cursor.description]
-                return {"table": table, "columns": columns, "rows": [list(r) for r in cursor.fetchall()]}
+                rows = [list(r) for r in cursor.fetchall()]
+                if rows:  # every store has an empty final_candidates table: a run without the stage
+                    return {"table": table, "columns": columns, "rows": rows}
         return None
 
     def final_candidates(self, settings_key: str) -> list[Any]:
