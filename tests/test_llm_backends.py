@@ -541,3 +541,13 @@ def test_search_against_a_real_llama_cpp_server(llama_server, tmp_path, capsys) 
     assert all("structured_fallbacks" not in c["details"] for c in calls[1:])  # negotiated once
     assert all(c["seed"] is not None and c["cost_usd"] is None and c["finish_reason"] for c in calls)
     assert all(c["usage_estimated"] == 0 for c in calls)  # the server reports token counts
+
+
+def test_local_context_settings_are_checked_when_the_client_is_made() -> None:
+    from rznas.llm.local_backend import LocalLlamaClient
+
+    with pytest.raises(ConfigError, match="unknown KV-cache type"):
+        LocalLlamaClient(kv_cache_type="q3")
+    with pytest.raises(ConfigError, match="needs flash attention"):
+        LocalLlamaClient(kv_cache_type="q8_0")
+    assert LocalLlamaClient(flash_attn=True, kv_cache_type="q8_0").kv_cache_type == "q8_0"

@@ -196,3 +196,19 @@ def test_cli_trains_on_real_cifar_then_exports(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(out / "checkpoint.pt"), "--format", "torch",
                  "--out", str(tmp_path / "exp")]) == 0
     assert (tmp_path / "exp" / "model.py").is_file()
+
+
+def test_holdout_data_splits_the_training_split_only():
+    from rznas.training import cifar_holdout_data
+
+    data_dir = require_shared("cifar10/cifar-10-batches-py").parents[1]
+    data = cifar_holdout_data("cifar10", data_dir=data_dir, train_images=600, val_images=400, seed=1)
+    assert (data.num_train, data.num_test) == (600, 400)
+    assert data.train.source == "cifar10:train[600]" and data.test.source == "cifar10:train-holdout[400]"
+    assert all("test_batch" not in f for f in data.test.files)  # validation never reads the test split
+    rows = {bytes(image.flatten().tolist()) for image in torch.cat([data.train.images, data.test.images])}
+    assert len(rows) == 1000  # disjoint parts
+    again = cifar_holdout_data("cifar10", data_dir=data_dir, train_images=600, val_images=400, seed=1)
+    assert torch.equal(again.test.images, data.test.images)  # seeded
+    with pytest.raises(ConfigError, match="exceed"):
+        cifar_holdout_data("cifar10", data_dir=data_dir, train_images=10_000, val_images=1)

@@ -25,6 +25,8 @@ class RunRecords(Protocol):
     def trial_rows(self) -> list[dict[str, Any]]: ...
     def llm_calls(self) -> list[dict[str, Any]]: ...
     def usage(self) -> dict[str, float]: ...
+    def meta(self, key: str, default: Any = None) -> Any: ...
+    def final_candidates(self, settings_key: str) -> list[Any]: ...
 
 
 CSV_COLUMNS = [
@@ -168,6 +170,44 @@ def token_summary(calls: list[dict[str, Any]], iterations: int) -> dict[str, Any
     return {**total, "iterations": iterations, "per_iteration": per, "calls_by_purpose": by_purpose}
 
 
+def selection_summary(
+    store: RunRecords,
+    config: dict[str, Any],
+    proxy_best: dict[str, Any] | None,
+    benchmark: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """How the returned architecture was chosen: ``{"method": "proxy"}``, or the final selection's
+    settings, every candidate's short-training result (with its benchmark accuracy) and the choice."""
+    state = store.meta("final_selection")
+    wanted = int(config.get("final_train_top") or 0)
+    if not state:
+        if wanted:
+            return {"method": "proxy", "final_selection": "not run: the evolution did not finish"}
+        return {"method": "proxy"}
+    candidates = [c.to_dict() for c in store.final_candidates(state["key"])]
+    order = {arch_id: i for i, arch_id in enumerate(state["candidates"])}
+    candidates = sorted((c for c in candidates if c["arch_id"] in order), key=lambda c: order[c["arch_id"]])
+    if benchmark is not None:
+        for candidate in candidates:
+            candidate["benchmark"] = benchmark({"arch_json": json.dumps(candidate["arch"])})
+    summary: dict[str, Any] = {
+        "method": "final_training" if state["status"] == "done" else "proxy",
+        "settings": state["settings"],
+        "status": state["status"],
+        "candidates": candidates,
+        "seconds": sum(c["seconds"] for c in candidates),
+        "proxy_best": {"arch": proxy_best["encoded"], "arch_id": proxy_best["arch_id"], "score": proxy_best["score"]}
+        if proxy_best else None,
+        "selected": None,
+    }
+    if state["status"] == "done":
+        chosen = next(c for c in candidates if c["arch_id"] == state["selected"])
+        summary["selected"] = {k: chosen[k] for k in ("arch_id", "encoded", "rank", "score", "val_acc", "train_acc")}
+    else:
+        summary["final_selection"] = "interrupted: resume the run to finish it"
+    return summary
+
+
 def write_report(
     store: RunRecords,
     run_dir: str | Path,
@@ -183,11 +223,17 @@ def write_report(
     rows = store.trial_rows()
     write_exports(rows, run_dir)
     best = best_trial(rows)
+    selection = selection_summary(store, config, best, benchmark)
+    if selection.get("selected") is not None:  # short training chose another candidate than the proxy
+        best = next(r for r in rows if r["arch_id"] == selection["selected"]["arch_id"])
     summary: dict[str, Any] = {
         "arch": best["encoded"] if best else None,
         "score": best["score"] if best else None,
         "proxy": config["proxy"],
         "benchmark": benchmark(best) if (best and benchmark) else {},
+        "selection": selection,
+        # the settings of the final selection that chose "arch" (null: the proxy's best)
+        "final_selection": selection["settings"] if selection["method"] == "final_training" else None,
         "space": config["space"],
         "arch_id": best["arch_id"] if best else None,
         "genotype": json.loads(best["arch_json"])["genotype"] if best else None,

@@ -124,13 +124,28 @@ class RunReader:
         return record
 
     def final_selection(self) -> dict[str, Any] | None:
-        """{"table", "columns", "rows"} of the final-selection stage's table, or None when the run has none."""
+        """{"table", "columns", "rows"} of the final-selection stage's table, or None when the run has no
+        results in one."""
         for table in FINAL_SELECTION_TABLES:
             if table in self._tables:
                 cursor = self.db.execute(f'SELECT * FROM "{table}"')  # name from the fixed tuple above
                 columns = [d[0] for d in cursor.description]
-                return {"table": table, "columns": columns, "rows": [list(r) for r in cursor.fetchall()]}
+                rows = [list(r) for r in cursor.fetchall()]
+                if rows:  # every store has an empty final_candidates table: a run without the stage
+                    return {"table": table, "columns": columns, "rows": rows}
         return None
+
+    def final_candidates(self, settings_key: str) -> list[Any]:
+        """The final-selection results under ``settings_key``, by proxy rank (as RunStore.final_candidates;
+        none in a store written before the stage existed)."""
+        if "final_candidates" not in self._tables:
+            return []
+        from .store import _candidate_from_row
+
+        rows = self.db.execute(
+            "SELECT * FROM final_candidates WHERE settings_key = ? ORDER BY rank", (settings_key,)
+        ).fetchall()
+        return [_candidate_from_row(row) for row in rows]
 
     def status(self) -> "RunStatus":
         """finished | stopped | running | interrupted, with the reason (see :func:`run_status`)."""

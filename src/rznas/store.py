@@ -1,7 +1,7 @@
 """The run store: one SQLite file (stdlib, WAL) per run directory.
 
 It holds the resolved config, every trial, every LLM call, every reflection, the RNG
-state of the last committed trial and the LLM reply cache. Each trial is committed in
+state of the last committed trial, the LLM reply cache and the final-selection results. Each trial is committed in
 one transaction together with its LLM calls, its reflection and the RNG state, so the
 state after trial i is exactly reconstructible (replay the trials, restore the RNG):
 that is what ``rznas search --resume`` does after a crash, SIGKILL included. Cached
@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from .arch import Architecture
 from .errors import ConfigError, DataError
+from .search.final_selection import CandidateResult
 from .search.gateway import CachedReply, CallRecord
 from .sqlite_tx import ImmediateTransaction
 from .trial import Trial, TrialState
@@ -111,6 +112,28 @@ CREATE TABLE IF NOT EXISTS reflections (
     iteration INTEGER NOT NULL,
     note TEXT NOT NULL,
     reply_text TEXT NOT NULL
+);
+""" + """
+-- final selection (search/final_selection.py): one short-training result per candidate and settings key;
+-- added after schema 1 was released: RunStore.open creates it in older stores (an additive migration)
+CREATE TABLE IF NOT EXISTS final_candidates (
+    settings_key TEXT NOT NULL,
+    arch_id TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    trial_number INTEGER NOT NULL REFERENCES trials(number),
+    arch_json TEXT NOT NULL,
+    encoded TEXT NOT NULL,
+    score REAL NOT NULL,
+    train_acc REAL NOT NULL,
+    train_loss REAL NOT NULL,
+    val_acc REAL NOT NULL,
+    val_loss REAL NOT NULL,
+    epochs INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    params INTEGER NOT NULL,
+    history TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (settings_key, arch_id)
 );
 """
 
@@ -406,6 +429,28 @@ class RunStore:
                 self._put_reply(key, request, reply)
             self._set_meta("inherited_usage", source._cache_totals())
 
+    # ---- final selection ---------------------------------------------------------------
+    def add_final_candidate(self, settings_key: str, result: CandidateResult) -> None:
+        """Commit one candidate's short-training result under the settings that produced it."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO final_candidates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    settings_key, result.arch.id, result.rank, result.trial, result.arch.canonical_json(),
+                    result.encoded, result.score, result.train_acc, result.train_loss, result.val_acc,
+                    result.val_loss, result.epochs, result.seconds, result.params,
+                    json.dumps(list(result.history)), time.time(),
+                ),
+            )
+
+    def final_candidates(self, settings_key: str) -> list[CandidateResult]:
+        """The candidates trained under ``settings_key``, by proxy rank."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT * FROM final_candidates WHERE settings_key = ? ORDER BY rank", (settings_key,)
+            ).fetchall()
+        return [_candidate_from_row(row) for row in rows]
+
     # ---- the reply cache (ReplyCache protocol) ----------------------------------------
     def get_reply(self, key: str) -> CachedReply | None:
         with self._lock:
@@ -509,4 +554,14 @@ def _trial_from_row(row: sqlite3.Row) -> Trial:
         measurements=json.loads(row["measurements"]),
         timings=json.loads(row["timings"]),
         notes_shown=tuple(json.loads(row["notes_shown"])),
+    )
+
+
+def _candidate_from_row(row: sqlite3.Row) -> CandidateResult:
+    """A ``final_candidates`` row as the stage's result (shared with the read-only RunReader)."""
+    return CandidateResult(
+        rank=row["rank"], trial=row["trial_number"], arch=Architecture.from_json(row["arch_json"]),
+        encoded=row["encoded"], score=row["score"], train_acc=row["train_acc"], train_loss=row["train_loss"],
+        val_acc=row["val_acc"], val_loss=row["val_loss"], epochs=row["epochs"], seconds=row["seconds"],
+        params=row["params"], history=tuple(json.loads(row["history"])),
     )

@@ -43,6 +43,15 @@ _VALUE_FLAGS = {
     "ray_address": "ray_address",
     "score_cache": "score_cache",
     "concurrency": "concurrency",
+    "final_train_top": "final_train_top",
+    "final_epochs": "final_epochs",
+    "final_data": "final_data",
+    "final_train_images": "final_train_images",
+    "final_val_images": "final_val_images",
+    "final_batch_size": "final_batch_size",
+    "final_recipe": "final_recipe",
+    "final_seed": "final_seed",
+    "final_device": "final_device",
 }
 _SWITCHES = {
     "no_reflection": "reflection",
@@ -155,6 +164,25 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
         "--score-cache", default=s, metavar="PATH|none",
         help="persistent proxy-score cache (default: $RZNAS_CACHE_DIR or ~/.cache/rznas; none: off)",
     )
+    final = parser.add_argument_group("final selection (docs/search.md)")
+    final.add_argument("--final-train-top", type=int, default=s, metavar="K",
+                       help="after the evolution, train the K best-scoring distinct architectures briefly and return "
+                       "the best by held-out validation accuracy (default 0: off, the proxy's best is returned)")
+    final.add_argument("--final-epochs", type=int, default=s, metavar="E", help="epochs per candidate (default 1)")
+    final.add_argument("--final-data", default=s, metavar="DATASET",
+                       help="cifar10 or cifar100 (default: the probe data, --data, which must then be CIFAR)")
+    final.add_argument("--final-train-images", type=int, default=s, metavar="N",
+                       help="images of the dataset's training split trained on (default 5000)")
+    final.add_argument("--final-val-images", type=int, default=s, metavar="N",
+                       help="other images of the training split held out for validation (default 2000; "
+                       "the test split is never used)")
+    final.add_argument("--final-batch-size", type=int, default=s, metavar="B", help="training batch size (default 128)")
+    final.add_argument("--final-recipe", default=s, metavar="NAME", help="training recipe (default quick; `rznas train --recipe`)")
+    final.add_argument("--final-seed", type=int, default=s, metavar="S",
+                       help="split, data order and weight init (default 0; independent of --seed)")
+    final.add_argument("--final-space-option", action="append", default=s, metavar="KEY=VALUE",
+                       help="space option of the trained network, e.g. cells_per_stage=1 for a cheaper NB201 net; repeatable")
+    final.add_argument("--final-device", choices=["auto", "cpu", "cuda"], default=s, help="training device (default auto)")
     parser.set_defaults(func=run_command)
     return parser
 
@@ -168,6 +196,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         from .train import parse_space_options
 
         values["space_options"] = parse_space_options(given["space_option"])
+    if given.get("final_space_option"):
+        from .train import parse_space_options
+
+        values["final_space_options"] = parse_space_options(given["final_space_option"])
     values.update({key: True for dest, key in _ON_SWITCHES.items() if given.get(dest)})
     return values
 
@@ -219,6 +251,16 @@ def print_result(result: Any, *, proxy: str | None = None) -> None:
         return
     print(f"best architecture: {result.best_encoded}")
     print(f"proxy score: {result.best.score:.6g}{_unit(proxy)} ({proxy + ', ' if proxy else ''}trial {result.best.number})")
+    selection = getattr(result, "selection", None) or {}
+    if selection.get("method") == "final_training":
+        chosen, settings = selection["selected"], selection["settings"]
+        print(
+            f"selected by short training: val {chosen['val_acc']:.2f}% (proxy rank {chosen['rank']} of "
+            f"{len(selection['candidates'])}, {settings['epochs']} epoch(s) on {settings['train_images']} "
+            f"{settings['dataset']} images, {selection['seconds']:.0f} s)"
+        )
+    elif selection.get("final_selection"):
+        print(f"final selection: {selection['final_selection']}")
     bench = result.benchmark
     if "skipped" in bench:
         print(f"benchmark: skipped ({bench['skipped']})")

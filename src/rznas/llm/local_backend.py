@@ -134,17 +134,33 @@ class _LoadedModel:
         self.lock = threading.Lock()
 
 
+#: KV-cache element types by name (llama.cpp's GGML type ids); q8_0 halves the cache's memory traffic
+KV_CACHE_TYPES = {"f16": 1, "q8_0": 8}
+
+
+def _check_context_settings(flash_attn: bool, kv_cache_type: str) -> None:
+    if kv_cache_type not in KV_CACHE_TYPES:
+        raise ConfigError(f"unknown KV-cache type {kv_cache_type!r}; use one of {', '.join(KV_CACHE_TYPES)}")
+    if kv_cache_type != "f16" and not flash_attn:
+        raise ConfigError(f"a {kv_cache_type} KV cache needs flash attention in llama.cpp")
+
+
 def load_model(
-    path: Path, *, n_ctx: int, n_threads: int, extra_buffers: bool | None = None, slot: int = 0
+    path: Path, *, n_ctx: int, n_threads: int, extra_buffers: bool | None = None, slot: int = 0,
+    flash_attn: bool = False, kv_cache_type: str = "f16",
 ) -> _LoadedModel:
-    """Load (once per process and slot) the GGUF at ``path``; raises LLMError if llama_cpp is missing."""
+    """Load (once per process and slot) the GGUF at ``path``; raises LLMError if llama_cpp is missing.
+
+    ``flash_attn`` and ``kv_cache_type`` are llama.cpp context settings (benchmarks/local_iteration_speed.py
+    measures them); a quantised V cache needs flash attention."""
+    _check_context_settings(flash_attn, kv_cache_type)
     try:
         import llama_cpp
         import llama_cpp.llama as llama_module
     except ImportError:
         raise LLMError(f"the local backend needs llama-cpp-python: {INSTALL_HINT}") from None
     use_extra = _use_extra_buffers(extra_buffers)
-    key = (str(path.resolve()), n_ctx, n_threads, use_extra, slot)
+    key = (str(path.resolve()), n_ctx, n_threads, use_extra, slot, flash_attn, kv_cache_type)
     with _cache_lock:
         cached = _cache.get(key)
         if cached is not None:
@@ -158,6 +174,9 @@ def load_model(
                     n_ctx=n_ctx,
                     n_threads=n_threads,
                     n_threads_batch=n_threads,
+                    flash_attn=flash_attn,
+                    type_k=KV_CACHE_TYPES[kv_cache_type],
+                    type_v=KV_CACHE_TYPES[kv_cache_type],
                     seed=0,
                     verbose=False,
                 )
@@ -188,6 +207,8 @@ class LocalLlamaClient:
         seed: int = 0,
         extra_buffers: bool | None = None,
         context_slots: int = 2,
+        flash_attn: bool = False,
+        kv_cache_type: str = "f16",
     ):
         self.path = resolve_model_path(model)
         self.model = "smollm2-135m-instruct" if model in DEFAULT_MODEL_ALIASES else self.path.stem
@@ -201,6 +222,9 @@ class LocalLlamaClient:
         self.n_threads = n_threads or default_threads()
         self.seed = seed
         self._extra_buffers = extra_buffers
+        _check_context_settings(flash_attn, kv_cache_type)
+        self.flash_attn = flash_attn
+        self.kv_cache_type = kv_cache_type
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -217,7 +241,8 @@ class LocalLlamaClient:
     def context(self, slot: int = 0) -> _LoadedModel:
         """This client's llama.cpp context in ``slot`` (loaded on first use)."""
         return load_model(
-            self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers, slot=slot
+            self.path, n_ctx=self.n_ctx, n_threads=self.n_threads, extra_buffers=self._extra_buffers, slot=slot,
+            flash_attn=self.flash_attn, kv_cache_type=self.kv_cache_type,
         )
 
     def complete(

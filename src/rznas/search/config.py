@@ -110,6 +110,18 @@ class SearchConfig:
     concurrency: int = 1  # proposals in flight at once (1 = the paper's sequential loop)
     fused_reflection: bool = False  # reflect on the previous trial inside the next mutation call
     lean_prompt: bool = False  # prompt code blocks without docstrings/comments (fewer tokens)
+    # final selection (docs/search.md): after the evolution, train the K best-scoring distinct
+    # architectures briefly and return the one with the best held-out validation accuracy (0 = off)
+    final_train_top: int = 0
+    final_epochs: int = 1
+    final_data: str | None = None  # CIFAR dataset trained on (None: the probe data, `data`)
+    final_train_images: int = 5000  # taken from the dataset's training split
+    final_val_images: int = 2000  # held out of the training split (the test split is never used)
+    final_batch_size: int = 128
+    final_recipe: str = "quick"  # a registered training recipe (`rznas train --recipe`); epochs/batch overridden
+    final_seed: int = 0  # data split, data order and weight init; independent of `seed`, like the score cache
+    final_space_options: dict[str, Any] | None = None  # trained network's space options (e.g. cells_per_stage=1)
+    final_device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
@@ -145,6 +157,15 @@ class SearchConfig:
 
         if self.device not in DEVICE_CHOICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
+        if self.final_train_top < 0:
+            raise ConfigError(f"final_train_top must be >= 0 (0 = no final selection), got {self.final_train_top}")
+        for name in ("final_epochs", "final_train_images", "final_val_images", "final_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.final_space_options is not None:
+            if not isinstance(self.final_space_options, dict) or not all(isinstance(k, str) for k in self.final_space_options):
+                raise ConfigError(f"final_space_options must be a table of named options, got {self.final_space_options!r}")
+            object.__setattr__(self, "final_space_options", dict(self.final_space_options))
 
     @property
     def constrain(self) -> bool:

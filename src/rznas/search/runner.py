@@ -30,6 +30,7 @@ from ..store import DB_NAME, RunStore
 from .benchmark import trial_accuracies
 from .config import SearchConfig
 from .executors import EvaluatorSpec, Executor, create_executor
+from .final_selection import CandidateResult, FinalSelectionSettings, run_final_selection
 from .gateway import REPLY_KEYS_REPETITION, REPLY_KEYS_SEEDED, CallRecord, LLMGateway
 from .memory import Note, ReflectionMemory, clean_note
 from .edits import resolve_reply_format
@@ -55,6 +56,7 @@ class RunResult:
     trials: int
     benchmark: dict[str, Any]
     usage: dict[str, Any] = field(default_factory=dict)  # tokens and cost, in total and per iteration
+    selection: dict[str, Any] = field(default_factory=dict)  # how the returned architecture was chosen
 
 
 def prompt_options(c: SearchConfig, space: SearchSpace) -> PromptOptions:
@@ -103,6 +105,10 @@ RESUME_OVERRIDES = frozenset(
     {
         "iterations", "max_cost_usd", "max_tokens", "llm_base_url", "llm_timeout", "llm_max_retries", "nb201",
         "executor", "workers", "ray_address", "score_cache", "concurrency", "llm_structured",
+        # the final-selection stage runs after the evolution: a finished run may add or redo it
+        # (results are keyed by their settings, so changed settings never reuse stale ones)
+        "final_train_top", "final_epochs", "final_data", "final_train_images", "final_val_images",
+        "final_batch_size", "final_recipe", "final_seed", "final_space_options", "final_device",
     }
 )
 
@@ -215,6 +221,10 @@ class SearchRun:
                 raise ConfigError(f"torch_threads must be >= 1, got {c.torch_threads}")
             torch.set_num_threads(c.torch_threads)
         # the evaluator is built from the same spec that workers and the score cache key use
+        self.final_settings = FinalSelectionSettings.from_config(c)
+        if self.final_settings is not None:  # its data must load now, not after a long evolution
+            self.final_settings.load_data(c.data_dir)
+        self.selected: CandidateResult | None = None
         self.score_cache = open_score_cache(c.score_cache)
         try:
             # an ensemble's reference is scored once here (or read from the score cache), never per worker
@@ -435,6 +445,11 @@ class SearchRun:
             stopped = self._run_concurrent(self.config.concurrency) if concurrent else self._run_sequential()
             if stopped:
                 status, reason = "stopped", stopped
+            elif self.final_settings is not None:
+                self.selected = run_final_selection(
+                    self.store, self.store.trials(), self.final_settings, encode=self.space.encode,
+                    data_dir=self.config.data_dir, message=self.progress.message,
+                )
         except KeyboardInterrupt:
             self.store.set_status("interrupted", f"interrupted; continue with: rznas search --resume {self.run_dir}")
             raise
@@ -769,9 +784,11 @@ class SearchRun:
         summary = write_report(self.store, self.run_dir, benchmark=lambda row: trial_accuracies(config, row))
         self.store.set_status(status, reason)
         best = self.strategy.best()
+        if self.selected is not None:
+            best = Member(self.selected.arch, self.selected.score, self.selected.trial)
         return RunResult(
             self.run_dir, status, reason, best, summary["arch"], self.strategy.trials, summary["benchmark"],
-            summary.get("tokens", {}),
+            summary.get("tokens", {}), summary.get("selection", {}),
         )
 
     def close(self) -> None:
@@ -795,10 +812,12 @@ def open_score_cache(setting: str | None) -> Any:
 
 def validate_config(config: SearchConfig) -> None:
     """Fail with a ConfigError on a setting that would stop the run, before anything is written:
-    benchmark table, space name and options (budget preset, --space-option), proxy, proposer, LLM spec."""
+    benchmark table, space name and options (budget preset, --space-option), proxy, final selection, proposer,
+    LLM spec."""
     _check_nb201(config)
     config.make_space()  # the space exactly as the run builds it (options + budget preset + limits)
     component_names(config.proxy)  # a proxy, a+b+c or a named ensemble (UnknownName otherwise)
+    FinalSelectionSettings.from_config(config)
     proposer = PROPOSERS.get(config.proposer)
     if getattr(proposer, "uses_llm", False):
         from ..llm import BACKENDS, parse_spec

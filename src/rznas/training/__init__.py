@@ -1,7 +1,15 @@
 """Training found architectures: recipes as data, a resumable loop, data adapters."""
 from .arch_input import architecture_from_json, load_architecture
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import CifarTrainData, TensorTrainData, TrainData, cifar_train_data, load_train_data, user_train_data
+from .data import (
+    CifarTrainData,
+    TensorTrainData,
+    TrainData,
+    cifar_holdout_data,
+    cifar_train_data,
+    load_train_data,
+    user_train_data,
+)
 from .loop import EpochStats, TrainResult, evaluate, resolve_device, train_architecture, training_space_options
 from .recipes import RECIPES, Recipe, default_recipe
 
@@ -14,6 +22,7 @@ __all__ = [
     "TrainData",
     "TrainResult",
     "architecture_from_json",
+    "cifar_holdout_data",
     "cifar_train_data",
     "default_recipe",
     "evaluate",

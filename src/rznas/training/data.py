@@ -145,6 +145,36 @@ def load_train_data(
     return cifar_train_data(kind, data_dir=data_dir, train_subset=train_subset, test_subset=test_subset, seed=seed)
 
 
+def cifar_holdout_data(
+    dataset: str,
+    *,
+    data_dir: PathLike | None = None,
+    train_images: int,
+    val_images: int,
+    seed: int = 0,
+) -> CifarTrainData:
+    """Two disjoint seeded random parts of CIFAR's *training* split: ``train_images`` to train on
+    and ``val_images`` held out as the loop's evaluation set (the test split is never read).
+
+    For choosing between architectures: a selection made on the test split would be reported
+    on the data it was tuned to."""
+    if train_images < 1 or val_images < 1:
+        raise ConfigError(f"need at least one training and one validation image, got {train_images} and {val_images}")
+    full = load_cifar(dataset, data_dir=data_dir, split="train")
+    if train_images + val_images > len(full):
+        raise ConfigError(
+            f"{train_images} training + {val_images} validation images exceed the {len(full)} images "
+            f"of {full.source} ({', '.join(full.files) or 'no files'})"
+        )
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
+    val_index = order[:val_images].sort().values
+    train_index = order[val_images : val_images + train_images].sort().values
+    return CifarTrainData(
+        _take(full, train_index, f"{full.source}[{train_images}]"),
+        _take(full, val_index, f"{full.source}-holdout[{val_images}]"),
+    )
+
+
 @dataclass
 class TensorTrainData:
     """In-memory float tensors (already normalised), no augmentation: for tests and custom data."""

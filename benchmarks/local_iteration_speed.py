@@ -1,0 +1,184 @@
+"""Embedded-model seconds per NB201 search iteration with `--fused-reflection --lean-prompt`
+(one constrained call per iteration), and where the time goes, under llama.cpp settings.
+
+Every variant is a `LocalLlamaClient` with the search's defaults except the setting named;
+variants that differ only in threads share one context (llama_set_n_threads). The calls are
+interleaved round by round (variant A, B, C, ... then the next round), so the load of a
+shared machine falls on all variants alike; every call has its own reflection notes, so the
+dynamic tail is evaluated afresh as in a search. The first call of each context (the static
+prefix, ~3,600 tokens) is not timed. Per call: llama.cpp's perf counters give the prompt-eval
+time (the tail) and the generation time; the rest of the wall time is sampling, the grammar
+and Python. Quality check: every reply must parse into an NB201 architecture.
+
+    nice -n 10 python benchmarks/local_iteration_speed.py --rounds 4 --out benchmarks/results/local_iteration_speed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from rznas.llm import local_backend
+from rznas.llm.parse import extract_json_object
+from rznas.proxies import get_proxy
+from rznas.search.memory import Note
+from rznas.search.prompt import MutationPrompt, PreviousOutcome, PromptOptions, mutation_schema
+from rznas.spaces import get_space
+
+PARENT = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"
+CHILD = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_pool_3x3~1|skip_connect~2|"
+#: the search's defaults: mutate_max_tokens + reflect_max_tokens for a fused call
+MAX_TOKENS = 160 + 80
+TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+#: name -> (context settings, threads); variants with equal context settings share a context
+VARIANTS: dict[str, tuple[dict[str, Any], int | None]] = {
+    "default": ({}, None),
+    "2 threads": ({}, 2),
+    "flash attention": ({"flash_attn": True}, None),
+    "flash attention + q8_0 KV cache": ({"flash_attn": True, "kv_cache_type": "q8_0"}, None),
+}
+
+
+def call_messages(prompt: MutationPrompt, number: int) -> list[Any]:
+    """A fused mutation call with notes of its own (the tail differs from its first token)."""
+    notes = [Note(number * 3 + i, f"note {number}.{i}: keep nor_conv_3x3 on edge {i}; avoid none into the last node")
+             for i in range(number % 3 + 1)]
+    previous = PreviousOutcome(PARENT, 700.0 + number, CHILD, "complete", 701.5 + number, "")
+    return prompt.messages(PARENT, 700.0 + number, notes, previous=previous)
+
+
+def timed_call(client: local_backend.LocalLlamaClient, messages: list[Any], schema: dict, temperature: float) -> dict:
+    started = time.perf_counter()
+    completion = client.complete(messages, temperature=temperature, max_tokens=MAX_TOKENS, json_schema=schema)
+    wall = time.perf_counter() - started
+    ctx = client.context(completion.extra["slot"]).llama._ctx.ctx
+    perf = llama_cpp.llama_perf_context(ctx)
+    llama_cpp.llama_perf_context_reset(ctx)
+    space = get_space("nb201")
+    try:
+        space.decode(extract_json_object(completion.text)["arch"])
+        valid = True
+    except Exception:  # the quality check: counted, never hidden
+        valid = False
+    return {
+        "wall_s": wall, "prompt_eval_s": perf.t_p_eval_ms / 1000, "prompt_tokens_evaluated": perf.n_p_eval,
+        "generate_s": perf.t_eval_ms / 1000, "output_tokens": completion.output_tokens,
+        "other_s": wall - (perf.t_p_eval_ms + perf.t_eval_ms) / 1000, "input_tokens": completion.input_tokens,
+        "valid_arch": valid, "finish_reason": completion.extra.get("finish_reason"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--proxy", default="zico")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/local_iteration_speed"))
+    parser.add_argument("--summarize", type=Path, metavar="JSON",
+                        help="only rewrite the table of --out from the calls of this result file")
+    args = parser.parse_args()
+    if args.summarize is not None:
+        payload = json.loads(args.summarize.read_text())
+        payload.setdefault("rounds", len(next(iter(payload["calls"].values()))))
+        payload.setdefault("threads", {r["variant"]: r["threads"] for r in payload.get("rows", [])})
+        payload["summarized_by"] = "python benchmarks/local_iteration_speed.py " + " ".join(sys.argv[1:])
+        write_results(payload, args.out)
+        return 0
+    names = [n for n in args.variants.split(",") if n]
+    space = get_space("nb201")
+    prompt = MutationPrompt(space, get_proxy(args.proxy), PromptOptions(fused_reflection=True, lean=True))
+    schema = mutation_schema(space, constrain=True, fused_reflection=True)
+    clients: dict[str, local_backend.LocalLlamaClient] = {}
+    for name in names:
+        settings, _ = VARIANTS[name]
+        key = json.dumps(settings, sort_keys=True)
+        if key not in clients:
+            clients[key] = local_backend.LocalLlamaClient(seed=0, context_slots=1, **settings)
+            started = time.perf_counter()
+            clients[key].complete(call_messages(prompt, 0), temperature=0.2, max_tokens=MAX_TOKENS, json_schema=schema)
+            llama_cpp.llama_perf_context_reset(clients[key].context(0).llama._ctx.ctx)  # count the timed calls only
+            print(f"{key}: static prefix in {time.perf_counter() - started:.1f} s (not timed)", file=sys.stderr, flush=True)
+    calls: dict[str, list[dict]] = {name: [] for name in names}
+    default_threads = local_backend.default_threads()
+    for round_number in range(1, args.rounds + 1):
+        for name in names:
+            settings, threads = VARIANTS[name]
+            client = clients[json.dumps(settings, sort_keys=True)]
+            llama = client.context(0).llama
+            n = threads or default_threads
+            llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
+            row = timed_call(client, call_messages(prompt, round_number), schema, TEMPERATURES[round_number % 5])
+            calls[name].append(row)
+            print(f"round {round_number} {name}: {row['wall_s']:.2f} s ({row['prompt_tokens_evaluated']} tail tokens "
+                  f"{row['prompt_eval_s']:.2f} s, {row['output_tokens']} out {row['generate_s']:.2f} s, "
+                  f"other {row['other_s']:.2f} s)", file=sys.stderr, flush=True)
+        for name in names:  # restore before the next round
+            llama = clients[json.dumps(VARIANTS[name][0], sort_keys=True)].context(0).llama
+            llama_cpp.llama_set_n_threads(llama._ctx.ctx, default_threads, default_threads)
+    command = "python benchmarks/local_iteration_speed.py " + shlex.join(sys.argv[1:])
+    payload = {"command": command, "proxy": args.proxy, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
+               "platform": platform.platform(), "cpu_count": os.cpu_count(),
+               "load_average_end": [round(x, 2) for x in os.getloadavg()], "llama_cpp_python": llama_cpp.__version__,
+               "threads": {name: VARIANTS[name][1] or default_threads for name in names}, "calls": calls}
+    write_results(payload, args.out)
+    return 0
+
+
+def summarize_calls(payload: dict) -> list[dict]:
+    """Mean per variant over rounds 2.. (round 1 is each context's first call after the cold prefix)."""
+    mean = lambda rows, key: statistics.mean(r[key] for r in rows)  # noqa: E731
+    rows = []
+    for name, all_calls in payload["calls"].items():
+        calls = all_calls[1:]
+        rows.append({
+            "variant": name, "settings": VARIANTS[name][0], "threads": payload["threads"][name], "calls": len(calls),
+            **{f"mean_{k}": round(mean(calls, k), 3) for k in
+               ("wall_s", "prompt_eval_s", "generate_s", "other_s", "prompt_tokens_evaluated", "output_tokens")},
+            "valid_arch": sum(r["valid_arch"] for r in all_calls), "replies": len(all_calls),
+        })
+    return rows
+
+
+def write_results(payload: dict, out: Path) -> None:
+    rows = payload["rows"] = summarize_calls(payload)
+    command, rounds = payload["command"], payload["rounds"]
+    lines = [
+        "# Embedded model: seconds per fused-lean NB201 iteration under llama.cpp settings",
+        "",
+        f"Command: `{command}`. One `--fused-reflection --lean-prompt` mutation call per iteration (NB201, "
+        f"{payload['proxy']}, constrained JSON, max_tokens {payload['max_tokens']}), SmolLM2-135M Q4_1, "
+        f"llama-cpp-python {payload['llama_cpp_python']}, {payload['cpu_count']} cores shared with other jobs "
+        f"(load average at the end {payload['load_average_end'][0]}); {rounds} interleaved calls per variant, the "
+        "static prefix not timed, means over rounds 2.. (round 1 is each context's first call after its prefix). "
+        "Seconds are wall time: prompt eval = the dynamic tail, generate = output tokens, other = sampling, "
+        "grammar and Python (the rest of the wall time). Valid replies: over all rounds.",
+        "",
+        "| variant | threads | s / iteration | tail tokens | prompt eval s | output tokens | generate s | other s | valid replies |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['threads']} | {r['mean_wall_s']:.2f} | {r['mean_prompt_tokens_evaluated']:.0f} | "
+            f"{r['mean_prompt_eval_s']:.2f} | {r['mean_output_tokens']:.0f} | {r['mean_generate_s']:.2f} | "
+            f"{r['mean_other_s']:.2f} | {r['valid_arch']}/{r['replies']} |"
+        )
+    if payload.get("summarized_by"):
+        lines += ["", f"Table recomputed from the JSON's calls by `{payload['summarized_by']}`."]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
