@@ -190,7 +190,7 @@ class EditSpy:
         self.fixed = fixed
         self.schemas = []
 
-    def complete(self, messages, *, temperature, max_tokens, json_schema=None):
+    def complete(self, messages, *, temperature, max_tokens, json_schema=None, seed=None):
         from rznas.llm.base import Completion
 
         self.schemas.append(json_schema)

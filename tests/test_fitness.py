@@ -202,7 +202,7 @@ def test_a_searchs_ensemble_score_equals_rznas_score(tmp_path, capsys, monkeypat
     name = "params+synflow+naswot"
     config = SearchConfig(
         proxy=name, proposer="random", population=3, iterations=2, seed=11, score_seed=4, batch_size=4,
-        reference_size=5, reference_seed=1,
+        reference_size=5, reference_seed=1, data="gaussian",  # as the `rznas score --data gaussian` below
     )
     run = SearchRun.start(config, tmp_path / "run", progress=Progress(enabled=False))
     try:

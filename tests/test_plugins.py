@@ -169,7 +169,7 @@ results = {"list spaces": run("list", "spaces"), "list proxies": run("list", "pr
 results["score"] = run("score", "--space", "tinychain", "--proxy", "grad_l1,grad_norm",
                        "--arch", "conv3x3>skip>conv1x1>conv3x3", "--data", "gaussian", "--batch-size", "4", "--json")
 results["search"] = run("search", "--space", "tinychain", "--proxy", "grad_l1", "--proposer", "random",
-                        "--population", "3", "--iterations", "2", "--score-cache", "none", "--quiet", "--out", sys.argv[1])
+                        "--data", "gaussian", "--population", "3", "--iterations", "2", "--score-cache", "none", "--quiet", "--out", sys.argv[1])
 from rznas.proxies import get_proxy
 from rznas.search.prompt import MutationPrompt
 from rznas.spaces import get_space

@@ -405,8 +405,9 @@ def test_a_cache_write_failure_keeps_the_result_and_warns_once(cache: ScoreCache
 
 
 def test_the_cache_does_not_import_the_search_package() -> None:
-    """Data flows one way: search uses the cache; the cache (and its key) never imports rznas.search."""
-    script = "import sys, rznas.score_cache; print(sorted(m for m in sys.modules if m.startswith('rznas.search')))"
+    """Data flows one way: search uses the cache and the store; they (and the key, the run reader)
+    never import rznas.search."""
+    script = "import sys, rznas.score_cache, rznas.store, rznas.run_reader; print(sorted(m for m in sys.modules if m.startswith('rznas.search')))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -31,8 +31,7 @@ from typing import Any, Iterator
 
 from .arch import Architecture
 from .errors import ConfigError, DataError
-from .search.final_selection import CandidateResult
-from .search.gateway import CachedReply, CallRecord
+from .records import CachedReply, CallRecord, CandidateResult
 from .sqlite_tx import ImmediateTransaction
 from .trial import Trial, TrialState
 

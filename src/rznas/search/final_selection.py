@@ -22,6 +22,7 @@ import torch
 
 from ..arch import Architecture
 from ..errors import ConfigError
+from ..records import CandidateResult  # noqa: F401  (re-exported)
 from ..trial import Trial, TrialState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,33 +112,6 @@ class FinalSelectionSettings:
         return cifar_holdout_data(
             self.dataset, data_dir=data_dir, train_images=self.train_images, val_images=self.val_images, seed=self.seed
         )
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    """One candidate's short training: accuracies in percent, after the last epoch."""
-
-    rank: int  # 1 = the proxy's best
-    trial: int  # the trial that scored it
-    arch: Architecture
-    encoded: str
-    score: float  # proxy score
-    train_acc: float
-    train_loss: float
-    val_acc: float
-    val_loss: float
-    epochs: int
-    seconds: float  # training and validation, all epochs
-    params: int
-    history: tuple[dict[str, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (best_arch.json, benchmarks)."""
-        data = asdict(self)
-        data["arch"] = self.arch.to_dict()
-        data["arch_id"] = self.arch.id
-        data["history"] = list(self.history)
-        return data
 
 
 def top_candidates(trials: list[Trial], k: int) -> list[Trial]:

@@ -27,13 +27,13 @@ import hashlib
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..canonical import canonical_json
 from ..errors import LLMError
 from ..llm.base import Completion, LLMClient, Message
 from ..llm.budget import UsageBudget
+from ..records import CachedReply, CallRecord  # noqa: F401  (re-exported: the records the store persists)
 
 
 def messages_payload(messages: list[Message]) -> list[dict[str, str]]:
@@ -95,50 +95,12 @@ def call_info(completion: Completion, requested_seed: int | None) -> dict[str, A
     return info
 
 
-@dataclass(frozen=True)
-class CachedReply:
-    """A reply as stored in the cache (what a live call returned, once); ``cost_usd`` None: unknown."""
-
-    text: str
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
-    cost_usd: float | None
-    model: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 class ReplyCache(Protocol):
     """Where replies are kept: the run store implements it."""
 
     def get_reply(self, key: str) -> CachedReply | None: ...
 
     def put_reply(self, key: str, request: str, reply: CachedReply) -> None: ...
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One LLM call as the run store logs it (never an API key)."""
-
-    purpose: str  # mutate | repair | reflect
-    model: str
-    request: str  # canonical request JSON
-    key: str  # cache key (content hash, "#n" for the n-th repetition)
-    request_hash: str  # content hash of the request alone
-    prompt_hash: str
-    temperature: float
-    text: str
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
-    cost_usd: float | None  # None: the model has no price (unknown, not free)
-    cache_hit: bool
-    seed: int | None = None  # the seed the backend applied (None: it has none)
-    attempts: int = 1  # attempts the live call took (retries + 1)
-    structured: str | None = None  # structured-output mode used (json_schema, grammar, none, ...)
-    usage_estimated: bool = False  # token counts estimated from text (the server reported none)
-    finish_reason: str | None = None  # "length": the reply was cut off by max_tokens
-    details: dict[str, Any] = field(default_factory=dict)  # retries, dropped parameters, fallbacks
 
 
 class LLMGateway:
