@@ -283,6 +283,7 @@ def test_a_search_records_what_rznas_score_computes_whatever_the_search_seed(tmp
                  "--data", "gaussian", "--batch-size", "4", "--seed", "5", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {row["arch"]: row["score"] for row in rows} == recorded
+    assert torch.get_num_threads() == 1  # the search's default thread count: the same summation order
 
 
 def test_reflection_memory_keeps_recent_and_useful_notes_bounded():

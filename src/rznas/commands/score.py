@@ -49,6 +49,10 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per (arch, proxy) line")
     parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1, as `rznas search`: the thread count changes the last digits of some scores)",
+    )
+    parser.add_argument(
         "--cache", default="default", metavar="PATH",
         help="score cache for ensemble reference scores (default: $RZNAS_CACHE_DIR or ~/.cache/rznas; none: off)",
     )
@@ -146,6 +150,11 @@ def run(args: argparse.Namespace) -> int:
                 raise InvalidArchitecture(f"{args.arch_file}:{number}: {exc}") from None
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be positive, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)  # summation order: the same as a search's default torch_threads=1
     device = choose_device(args.device)
     data = choose_probe_data(args.data, proxies, data_dir=args.data_dir)
     notice = synthetic_data_notice(data, proxies)
