@@ -59,18 +59,23 @@ def run_log(run_dir: Path) -> dict:
         store.close()
 
 
-def committed_trials(run_dir: Path) -> int:
+def count_rows(run_dir: Path, table: str) -> int:
+    """Rows of ``table`` in a (possibly live, possibly absent) run store, read-only."""
     path = run_dir / DB_NAME
     if not path.exists():
         return 0
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
         try:
-            return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+            return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
         finally:
             db.close()
     except sqlite3.OperationalError:
         return 0
+
+
+def committed_trials(run_dir: Path) -> int:
+    return count_rows(run_dir, "trials")
 
 
 @pytest.fixture(scope="module")
@@ -206,17 +211,7 @@ def local_log(run_dir: Path) -> dict:
 
 
 def cached_replies(run_dir: Path) -> int:
-    path = run_dir / DB_NAME
-    if not path.exists():
-        return 0
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            return db.execute("SELECT COUNT(*) FROM llm_cache").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.OperationalError:
-        return 0
+    return count_rows(run_dir, "llm_cache")
 
 
 def run_until_killed(argv: list[str], reached) -> None:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from .errors import ConfigError, DataError
 from .report import best_trial, population_series, token_summary
-from .store import DB_NAME, SCHEMA_VERSION, spent_usage, writer_alive
+from .store import DB_NAME, SCHEMA_VERSION, spent_usage, trial_rows, writer_alive
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import Trial
@@ -80,13 +80,7 @@ class RunReader:
         return self.meta("config")
 
     def trial_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for row in self.db.execute("SELECT * FROM trials ORDER BY number"):
-            record = dict(row)
-            for key in ("measurements", "timings", "notes_shown"):
-                record[key] = json.loads(record[key])
-            rows.append(record)
-        return rows
+        return trial_rows(self.db)
 
     def trials(self) -> list["Trial"]:
         """Every committed trial as a :class:`~rznas.trial.Trial`, in order (the Python API's view)."""

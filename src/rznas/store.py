@@ -387,13 +387,7 @@ class RunStore:
 
     def trial_rows(self) -> list[dict[str, Any]]:
         """Every trial as a plain dict (exports, reports)."""
-        rows = []
-        for row in self.db.execute("SELECT * FROM trials ORDER BY number"):
-            record = dict(row)
-            for key in ("measurements", "timings", "notes_shown"):
-                record[key] = json.loads(record[key])
-            rows.append(record)
-        return rows
+        return trial_rows(self.db)
 
     def reflections(self) -> dict[int, str]:
         """trial number -> kept advice note ("" when the reply was empty)."""
@@ -490,6 +484,17 @@ def _cache_totals(db: sqlite3.Connection) -> dict[str, float]:
         " COALESCE(SUM(cost_usd IS NULL),0) AS unpriced_calls FROM llm_cache"
     ).fetchone()
     return {key: row[key] for key in ("calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls")}
+
+
+def trial_rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every trial of a store as a plain dict, JSON columns decoded (the store and its readers)."""
+    rows = []
+    for row in db.execute("SELECT * FROM trials ORDER BY number"):
+        record = dict(row)
+        for key in ("measurements", "timings", "notes_shown"):
+            record[key] = json.loads(record[key])
+        rows.append(record)
+    return rows
 
 
 def spent_usage(db: sqlite3.Connection) -> dict[str, Any]:
