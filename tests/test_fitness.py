@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import rznas
 from rznas import ConfigError, UnknownName
 from rznas.cli import main
 from rznas.data.probe import gaussian_probe
@@ -222,6 +223,11 @@ def test_a_searchs_ensemble_score_equals_rznas_score(tmp_path, capsys, monkeypat
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["score"] for row in rows] == [t.score for t in trials]  # exactly, not approximately
     assert rows[0]["components"]["synflow"] == trials[0].measurements["component:synflow"]
+    # the Python API builds the same fitness (same reference cells, same cache)
+    api_rows = rznas.score([t.encoded for t in trials], name, data="gaussian", batch_size=4, seed=4,
+                           reference_size=5, reference_seed=1)
+    assert [(r.proxy, r.value) for r in api_rows] == [(name, t.score) for t in trials]
+    assert api_rows[0].unit == "" and api_rows[0].components["synflow"] == rows[0]["components"]["synflow"]
 
 
 def test_the_llm_prompt_shows_an_ensembles_components_and_aggregation(probe):

@@ -147,8 +147,10 @@ class Score:
     proxy: str
     value: float | None
     seconds: float
-    unit: str = ""  # e.g. "M" for params, "MFLOPs" for flops ("" = unitless)
+    unit: str = ""  # e.g. "M" for params, "MFLOPs" for flops ("" = unitless, as every ensemble)
     error: str | None = None
+    #: an ensemble's component scores (None where a component failed); empty for a single proxy
+    components: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -164,20 +166,28 @@ def score(
     data_dir: PathLike | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    reference_size: int = 256,
+    reference_seed: int = 0,
+    cache: PathLike | None = "default",
 ) -> list[Score]:
-    """Score architectures with zero-cost proxies, exactly as ``rznas score`` does.
+    """Score architectures with zero-cost proxies or ensembles, exactly as ``rznas score`` does.
 
     ``archs`` are encodings (e.g. NB201 ``|nor_conv_3x3~0|+|...``) or Architecture objects;
-    ``proxies`` a name, a comma-separated list or a list; ``data`` the probe data (``gaussian``,
+    ``proxies`` a name, a comma-separated list or a list; a name may be an ensemble
+    (``zico+naswot+synflow``, ``zc_trio``, ``az_nas``). ``data`` the probe data (``gaussian``,
     ``cifar10``, ``cifar100``, ``folder:PATH``, ``npz:PATH``). ``seed`` seeds the probe sample and
     the weights (a search's ``score_seed``: the same seed gives the score the search records for
-    the same probe). A failed score is a Score with an ``error``, never an exception, so one bad
-    architecture does not lose the others.
+    the same probe). An ensemble ranks its components against ``reference_size`` seeded cells
+    (``reference_seed``), read from or stored in the score cache ``cache`` (a path, "default" for
+    $RZNAS_CACHE_DIR or ~/.cache/rznas, None for none), as a search does. A failed score is a
+    Score with an ``error``, never an exception, so one bad architecture does not lose the others.
     """
     from .commands.score import parse_names
-    from .scoring import chunks_needed, score_architecture
-    from .data.probe import make_probe
+    from .fitness import ProxyFitness
     from .proxies import get_proxy
+    from .scoring import chunks_needed, score_architecture
+    from .search.executors import ProbeSpec
+    from .search.named_fitness import fitness_components, named_fitnesses
     from .spaces import get_space
 
     names = parse_names(proxies if isinstance(proxies, str) else ",".join(proxies))
@@ -188,15 +198,25 @@ def score(
     decoded = [the_space.decode(a) if isinstance(a, str) else a for a in items]
     for arch in decoded:
         the_space.validate(arch)
-    proxy_objects = [get_proxy(name) for name in names]
-    probe = make_probe(data, data_dir=data_dir, batch_size=batch_size, chunks=chunks_needed(proxy_objects), seed=seed)
+    proxy_objects = [get_proxy(name) for name in fitness_components(names)]
+    chunks = chunks_needed(proxy_objects)
+    probe_spec = ProbeSpec(dataset=data, data_dir=None if data_dir is None else str(data_dir),
+                           batch_size=batch_size, chunks=chunks, seed=seed)
+    probe = probe_spec.make()
+    fitnesses = named_fitnesses(
+        names, space_name=space, space=the_space, probe_spec=probe_spec, probe=probe, device="cpu",
+        score_seed=seed, reference_size=reference_size, reference_seed=reference_seed,
+        cache="none" if cache is None else str(cache),
+    )
     rows: list[Score] = []
     for arch in decoded:
         scored = score_architecture(the_space, arch, probe, proxy_objects, seed=seed, num_classes=probe.num_classes)
         text = the_space.encode(arch)
-        for proxy in proxy_objects:
-            result = scored.results[proxy.name]
-            rows.append(Score(text, proxy.name, result.value, result.seconds, proxy.unit, result.error))
+        for name, fitness in fitnesses.items():
+            result = fitness.combine(scored.results)
+            unit = fitness.proxy.unit if isinstance(fitness, ProxyFitness) else ""
+            components = dict(result.components) if fitness.components else {}
+            rows.append(Score(text, name, result.value, result.seconds, unit or "", result.error, components))
     return rows
 
 

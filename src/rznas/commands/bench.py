@@ -94,7 +94,8 @@ def run_correlation_command(args: argparse.Namespace) -> int:
     from ..data.probe_choice import synthetic_data_notice
     from ..device import choose_device
     from ..proxies import get_proxy
-    from .score import fitness_components, parse_names
+    from ..search.named_fitness import fitness_components
+    from .score import parse_names
 
     import torch
 

@@ -114,26 +114,15 @@ def add_reference_arguments(parser: argparse.ArgumentParser, *, default: object 
     )
 
 
-def fitness_components(names: list[str]) -> list[str]:
-    """The proxies that must be scored for ``names`` (ensembles expanded), each once, in order."""
-    from ..fitness import component_names
-
-    ordered: dict[str, None] = {}
-    for name in names:
-        ordered.update(dict.fromkeys(component_names(name)))
-    return list(ordered)
-
-
 def run(args: argparse.Namespace) -> int:
     """Score each architecture with every proxy or ensemble; exit 4 when any score failed."""
     from ..data.probe_choice import choose_probe_data, synthetic_data_notice
     from ..device import choose_device
-    from ..fitness import ProxyFitness, ensemble_spec
+    from ..fitness import ProxyFitness
     from ..proxies import get_proxy
-    from ..score_cache import ReferenceCache
     from ..scoring import chunks_needed, score_architecture
-    from ..search.executors import EvaluatorSpec, ProbeSpec
-    from ..search.runner import open_score_cache
+    from ..search.executors import ProbeSpec
+    from ..search.named_fitness import fitness_components, named_fitnesses
     from ..spaces import get_space
 
     space = get_space(args.space)
@@ -167,25 +156,12 @@ def run(args: argparse.Namespace) -> int:
     if device != "cpu":
         probe = probe.to(device)  # scoring copies each network to the probe's device
     num_classes = probe.num_classes  # the data set's class count (10 for gaussian)
-    fitnesses = {}
-    cache = None
-    try:
-        for name in names:
-            if ensemble_spec(name) is None:
-                fitnesses[name] = ProxyFitness(get_proxy(name))
-                continue
-            # the same settings as a search's evaluator, so both read one cached reference
-            spec = EvaluatorSpec(
-                space=args.space, proxy=name, probe=probe_spec, score_seed=args.seed, device=device,
-                reference_size=args.reference_size, reference_seed=args.reference_seed,
-            )
-            if cache is None:
-                cache = open_score_cache(args.cache)
-            store = ReferenceCache(cache, spec.reference_settings) if cache is not None else None
-            fitnesses[name] = spec.fitness(space, probe, store=store, progress=sys.stderr)
-    finally:
-        if cache is not None:
-            cache.close()
+    # ensembles: the reference cells and cache a search with these settings reads
+    fitnesses = named_fitnesses(
+        names, space_name=args.space, space=space, probe_spec=probe_spec, probe=probe, device=device,
+        score_seed=args.seed, reference_size=args.reference_size, reference_seed=args.reference_seed,
+        cache=args.cache, progress=sys.stderr,
+    )
     # an ensemble's value (a sum of log CDFs) has no unit
     units = {
         name: score_unit(fitness.proxy, probe.resolution) if isinstance(fitness, ProxyFitness) else "-"
