@@ -231,6 +231,21 @@ def test_search_sends_per_parent_edit_schemas_and_scores_the_children(tmp_path):
     assert not any("equals its parent" in (t.reason or "") for t in evolved)
 
 
+@pytest.mark.parametrize("reply_format", ["edit", "arch"])
+def test_constrained_fused_reflection_requires_the_reflection_after_the_first_call(tmp_path, reply_format):
+    # a small model skips an optional field: with it optional, SmolLM2 wrote no note in 5 of 5 calls
+    spy = EditSpy('{"arch": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"}') if reply_format == "arch" else EditSpy()
+    run_with(tmp_path, spy, constrain_arch="on", reply_format=reply_format, fused_reflection=True)
+    mutate = [s for s in spy.schemas if s is not None]
+    assert len(mutate) == 3
+    assert "reflection" not in mutate[0]["required"]  # nothing to reflect on yet
+    assert all("reflection" in s["required"] and s["properties"]["reflection"]["minLength"] == 1 for s in mutate[1:])
+    # without --fused-reflection there is no such field at all
+    plain = EditSpy()
+    run_with(tmp_path / "plain", plain, constrain_arch="on", reply_format="edit")
+    assert all("reflection" not in s["properties"] for s in plain.schemas if s is not None)
+
+
 def test_unconstrained_edit_that_changes_nothing_is_a_duplicate(tmp_path):
     # without a grammar (remote backends) the edit is checked by code: the parent back is a duplicate
     space = get_space("nb201")

@@ -69,9 +69,12 @@ def arch_pattern(space: SearchSpace) -> str | None:
 REFLECTION_MAX_CHARS = 300
 
 
-def mutation_schema(space: SearchSpace, *, constrain: bool, fused_reflection: bool = False) -> dict[str, Any]:
+def mutation_schema(
+    space: SearchSpace, *, constrain: bool, fused_reflection: bool = False, require_reflection: bool = False
+) -> dict[str, Any]:
     """The reply schema; ``constrain`` adds the space's encoding regex and a short thinking,
-    ``fused_reflection`` an optional "reflection" field (advice on the previous trial).
+    ``fused_reflection`` a "reflection" field (advice on the previous trial), required with
+    ``require_reflection`` (a call that reports a previous outcome).
 
     With a grammar-constrained backend (the local one) this makes every reply a
     well-formed architecture string, which a 135M-parameter model cannot manage alone.
@@ -90,16 +93,24 @@ def mutation_schema(space: SearchSpace, *, constrain: bool, fused_reflection: bo
         "thinking": {"type": "string", "maxLength": THINKING_MAX_CHARS},
     }
     if fused_reflection:
-        properties["reflection"] = {"type": "string", "maxLength": REFLECTION_MAX_CHARS}
-    return {"type": "object", "properties": properties, "required": ["arch"]}
+        properties["reflection"] = {"type": "string", "minLength": 1, "maxLength": REFLECTION_MAX_CHARS}
+    required = _required("arch", fused_reflection and require_reflection)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def _required(answer: str, reflection: bool) -> list[str]:
+    """The reply's required fields: the answer, and the reflection where one is asked for (a
+    small model skips an optional field, which left fused reflection without notes)."""
+    return [answer, "reflection"] if reflection else [answer]
 
 
 def edit_reply_schema(
-    edits: EditFormat, parent: Architecture | None, *, fused_reflection: bool = False
+    edits: EditFormat, parent: Architecture | None, *, fused_reflection: bool = False, require_reflection: bool = False
 ) -> dict[str, Any]:
     """The schema of an edit reply. With ``parent`` (grammar-constrained backends) the "edit"
     field admits exactly the edits that change it, and thinking is kept short; without, any
-    object (the edit is checked when applied)."""
+    object (the edit is checked when applied). ``require_reflection``: the fused "reflection"
+    field must be written (constrained backends, a call that reports a previous outcome)."""
     constrained = parent is not None
     text = {"type": "string", "maxLength": THINKING_MAX_CHARS} if constrained else {"type": "string"}
     properties: dict[str, Any] = {
@@ -108,9 +119,10 @@ def edit_reply_schema(
     }
     if fused_reflection:
         properties["reflection"] = (
-            {"type": "string", "maxLength": REFLECTION_MAX_CHARS} if constrained else {"type": "string"}
+            {"type": "string", "minLength": 1, "maxLength": REFLECTION_MAX_CHARS} if constrained else {"type": "string"}
         )
-    return {"type": "object", "properties": properties, "required": ["edit"]}
+    required = _required("edit", fused_reflection and require_reflection and constrained)
+    return {"type": "object", "properties": properties, "required": required}
 
 
 #: fewest characters per token of architecture text (SmolLM2's tokenizer: 1.35 on macro

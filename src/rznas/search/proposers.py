@@ -171,7 +171,9 @@ class LLMProposer:
         )
         purpose = "mutate"
         reflection = ""
-        schema = self.reply_schema(parent.arch)
+        # a call that reports the previous outcome must reflect on it (constrained backends)
+        reflect = self.fused_reflection and previous is not None and self.prompt.options.reflection
+        schema = self.reply_schema(parent.arch, reflect=reflect)
         for attempt in range(self.repair_attempts + 1):
             call = self.gateway.complete(
                 purpose,
@@ -196,14 +198,18 @@ class LLMProposer:
             return Proposal(arch, thinking=thinking, raw=call.text, reflection=reflection)
         raise AssertionError("unreachable")
 
-    def reply_schema(self, parent: Architecture) -> dict[str, Any] | None:
+    def reply_schema(self, parent: Architecture, *, reflect: bool = False) -> dict[str, Any] | None:
         """The schema handed to the backend: per parent for constrained edits (only edits that
-        change ``parent`` are admitted), else the same for every call."""
+        change ``parent`` are admitted), else the same for every call; with ``reflect`` and a
+        constrained backend, the fused "reflection" field is required."""
         if self.reply_format != "edit":
+            if reflect and self.constrain:
+                return mutation_schema(self.space, constrain=True, fused_reflection=True, require_reflection=True)
             return self.schema
         assert self.prompt.edits is not None
         return edit_reply_schema(
-            self.prompt.edits, parent if self.constrain else None, fused_reflection=self.fused_reflection
+            self.prompt.edits, parent if self.constrain else None, fused_reflection=self.fused_reflection,
+            require_reflection=reflect,
         )
 
     def parse(self, text: str, parent: Architecture | None = None) -> tuple[Architecture, str]:
