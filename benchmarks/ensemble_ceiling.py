@@ -37,6 +37,10 @@ def component_scores(folder: Path, dataset: str) -> tuple[dict[str, list], np.nd
         if "reference" in header["identity"]:
             continue  # an ensemble run: its components come from the plain logs
         rows = sorted((json.loads(line) for line in lines[1:] if line.strip()), key=lambda r: r["index"])
+        rows = [r for r in rows if r.get("type", "arch") == "arch"]
+        if len(rows) < 1000:
+            print(f"{path}: {len(rows)} of 1000 cells (unfinished), skipped", file=sys.stderr)
+            continue
         acc = np.array([r["test_acc"] for r in rows])
         if accuracy is not None and not np.array_equal(acc, accuracy):
             raise SystemExit(f"{path}: a different sample")
