@@ -9,7 +9,12 @@ Variants:
 
 - ``main``: the whole-architecture reply with main's fixed 160-token output cap (before);
 - ``arch``: the whole-architecture reply with the cap derived from the space;
-- ``edit``: the structured edit with the per-parent grammar (after; the local default).
+- ``edit``: the structured edit with the per-parent grammar (after; the local default);
+- ``edit_noexample``: the same without the in-context example exchange (``--no-example``).
+
+Besides validity, what the edits choose: the share of replies whose new operation / block
+type is the one the in-context example's edit shows (a small model may copy it whatever
+the parent), the share that repeat the example's edit exactly, and the distinct children.
 
 The parent's score shown in the prompt is its parameter count (the ``params`` proxy).
 Also reported: prompt and output tokens, seconds per proposal, and the size and build time
@@ -37,7 +42,8 @@ from rznas.llm.local_backend import LocalLlamaClient
 from rznas.proxies import get_proxy
 from rznas.search.config import SearchConfig
 from rznas.search.gateway import LLMGateway
-from rznas.search.proposers import LLMProposer, ProposerContext
+from rznas.search.edits import edit_format
+from rznas.search.proposers import LLMProposer, ProposerContext, salvage_edit
 from rznas.search.prompt import MutationPrompt
 from rznas.search.runner import llm_proposer_options, prompt_options
 from rznas.trial import Member
@@ -51,8 +57,15 @@ SPACES: dict[str, dict[str, Any]] = {
     "mobilenet": {},
     "maedet": {},
 }
-#: variant -> (reply format, fixed mutation cap or None for the runner's)
-VARIANTS: dict[str, tuple[str, int | None]] = {"main": ("arch", 160), "arch": ("arch", None), "edit": ("edit", None)}
+#: variant -> (reply format, fixed mutation cap or None for the runner's, SearchConfig overrides)
+VARIANTS: dict[str, tuple[str, int | None, dict[str, Any]]] = {
+    "main": ("arch", 160, {}),
+    "arch": ("arch", None, {}),
+    "edit": ("edit", None, {}),
+    "edit_noexample": ("edit", None, {"example": False}),
+}
+#: the edit field that says what the new operation or block is (the rest say where)
+CHOICE_FIELDS = ("op", "type")
 OUTCOMES = ("valid", "over_budget", "invalid", "parse_error", "copied_example", "parent_copy")
 
 
@@ -73,10 +86,47 @@ def classify(space: Any, parent: Architecture, proposal: Any) -> str:
     return "valid"
 
 
+def reply_edit(raw: str) -> dict[str, Any] | None:
+    """The "edit" object of a reply, or None when the reply holds none."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    edit = data.get("edit") if isinstance(data, dict) else None
+    return edit if isinstance(edit, dict) else None
+
+
+def edit_stats(space: Any, rows: list[dict[str, Any]], example: dict[str, Any] | None) -> dict[str, Any]:
+    """What the edit replies chose: the share with the in-context example's op/type, exact copies of
+    the example's edit, and distinct valid children. Rows of older result files (no "edit" field)
+    are read from their stored reply text."""
+    if example is None:
+        return {"example_edit": None, "edits_read": 0, "example_choice_share": None,
+                "example_edit_copies": None, "distinct_children": None}
+    edits, children = [], set()
+    for row in rows:
+        edit = row.get("edit") if "edit" in row else salvage_edit(row.get("reply", ""))
+        if edit is None:
+            continue
+        edits.append(edit)
+        if row["outcome"] == "valid":
+            child = row.get("child") or space.encode(edit_format(space).apply(space.decode(row["parent"]), edit))
+            children.add(child)
+    choice = edit_choice(example)
+    share = round(100.0 * sum(edit_choice(e) == choice for e in edits) / len(edits), 1) if edits else None
+    return {"example_edit": example, "edits_read": len(edits), "example_choice_share": share,
+            "example_edit_copies": sum(e == example for e in edits), "distinct_children": len(children)}
+
+
+def edit_choice(edit: dict[str, Any]) -> Any:
+    """What an edit changes to (its op or block type), ignoring where."""
+    return next((edit[f] for f in CHOICE_FIELDS if f in edit), None)
+
+
 def run_variant(space_name: str, variant: str, proposals: int, seed: int, client: LocalLlamaClient) -> dict[str, Any]:
-    reply_format, fixed_cap = VARIANTS[variant]
+    reply_format, fixed_cap, overrides = VARIANTS[variant]
     config = SearchConfig(space=space_name, proxy="params", llm="local", reply_format=reply_format, seed=seed,
-                          **SPACES[space_name])
+                          **SPACES[space_name], **overrides)
     space = config.make_space()
     proxy = get_proxy("params")
     options = prompt_options(config, space)
@@ -104,7 +154,10 @@ def run_variant(space_name: str, variant: str, proposals: int, seed: int, client
         calls = gateway.records[calls_before:]
         outcome = classify(space, parent, proposal)
         counts[outcome] += 1
+        edit = reply_edit(proposal.raw) if reply_format == "edit" else None
         rows.append({
+            "edit": edit,
+            "child": space.encode(proposal.arch) if outcome == "valid" else None,
             "parent": space.encode(parent),
             "outcome": outcome,
             "reason": proposal.reason[:300],
@@ -117,6 +170,7 @@ def run_variant(space_name: str, variant: str, proposals: int, seed: int, client
         print(f"{space_name} {variant} {number + 1}/{proposals}: {outcome} ({seconds:.1f} s)", file=sys.stderr, flush=True)
     timed = rows[1:] or rows  # the first call fills the KV cache with the long static prompt
     return {
+        **edit_stats(space, rows, prompt.example_edit if reply_format == "edit" else None),
         "space": space_name,
         "variant": variant,
         "reply_format": reply_format,
@@ -144,28 +198,45 @@ def markdown(result: dict[str, Any]) -> str:
         f"Model: {result['model']}; {result['proposals']} proposals per space and variant (see the table) (parents sampled with "
         f"seed {result['seed']}), llama.cpp threads {result['threads']}; machine: {result['machine']}.",
         "main = whole-architecture reply with main's 160-token cap (before); arch = the same with the cap "
-        "derived from the space; edit = structured edit with the per-parent grammar (after).",
-        "Outcomes per 100 proposals (one repair attempt included, as in `rznas search`).",
+        "derived from the space; edit = structured edit with the per-parent grammar (after); edit_noexample = "
+        "the same without the in-context example (`--no-example`).",
+        "Outcomes per 100 proposals (one repair attempt included, as in `rznas search`). Example's op/type: % of the "
+        "edit replies whose new operation (NB201, DARTS) or block type (macro spaces) is the one the in-context "
+        "example's edit shows; example edit: replies equal to the example's edit; distinct: distinct valid children.",
         "",
         "| space | variant | proposals | valid | over budget | invalid | parse error | copied example | parent copy | "
+        "example's op/type | example edit | distinct | "
         "prompt tokens / proposal | output tokens / proposal | s / proposal (after the first) | grammar (kchars, ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         p = r["per_100"]
         lines.append(
             f"| {r['space']} | {r['variant']} | {r['proposals']} | {p['valid']} | {p['over_budget']} | {p['invalid']} | "
-            f"{p['parse_error']} | {p['copied_example']} | {p['parent_copy']} | {r['prompt_tokens_per_proposal']:.0f} | "
+            f"{p['parse_error']} | {p['copied_example']} | {p['parent_copy']} | "
+            f"{_dash(r.get('example_choice_share'))} | {_dash(r.get('example_edit_copies'))} | "
+            f"{_dash(r.get('distinct_children'))} | {r['prompt_tokens_per_proposal']:.0f} | "
             f"{r['output_tokens_per_proposal']:.0f} | {r['seconds_per_proposal_after_first']:.1f} | "
             f"{r['grammar_chars_mean'] / 1000:.1f}, {r['grammar_build_ms_mean']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def _dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def combine(paths: list[str], out: Path, argv: list[str]) -> int:
     """One result from several (their commands listed), runs ordered by space, then variant."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     runs = [r for part in parts for r in part["runs"]]
+    for run in runs:  # files made before the edit statistics existed: read them from the replies
+        if run["reply_format"] == "edit" and run.get("example_choice_share") is None:
+            config = SearchConfig(space=run["space"], proxy="params", llm="local", reply_format="edit",
+                                  **SPACES[run["space"]], **VARIANTS[run["variant"]][2])
+            space = config.make_space()
+            prompt = MutationPrompt(space, get_proxy("params"), prompt_options(config, space))
+            run.update(edit_stats(space, run["rows"], prompt.example_edit))
     order = {name: i for i, name in enumerate(SPACES)}
     runs.sort(key=lambda r: (order[r["space"]], list(VARIANTS).index(r["variant"])))
     result = dict(parts[0])
