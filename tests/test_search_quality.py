@@ -114,3 +114,17 @@ def test_plan_and_flag_errors(tmp_path):
     command = sq.search_command(plan[2], sq.Protocol(), Path("runs/x"))
     assert command[:2] == ["rznas", "search"] and command[-1] == "--lean-prompt" and "--llm" in command
     assert command[command.index("--population") + 1] == "100" and command[command.index("--iterations") + 1] == "1500"
+
+
+def test_two_bench_commands_at_once_merge_their_rows(tmp_path):
+    # rows as the committed table holds them; each "command" read the table before the other wrote
+    committed = json.loads((Path(__file__).parents[1] / "benchmarks/results/search_paper_scale.json").read_text())
+    first, second = committed["rows"][0], committed["rows"][1]
+    out = tmp_path / "table"
+    mine: dict = sq.load_rows(out.with_suffix(".json"))  # empty: nothing written yet
+    sq.merge_and_write(out, {first["name"]: first})  # the other command finishes a run first
+    mine[second["name"]] = second
+    sq.merge_and_write(out, mine)
+    names = {row["name"] for row in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    assert names == {first["name"], second["name"]}  # the other command's row survived
+    assert set(mine) == names and out.with_suffix(".lock").exists()

@@ -29,10 +29,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ConfigError, DataError
 
@@ -460,6 +460,31 @@ def render_markdown(summary: dict[str, Any], rows: dict[str, dict[str, Any]]) ->
     return "\n".join(lines) + "\n"
 
 
+@contextmanager
+def table_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on OUT's result files (``OUT.lock``), so that bench commands running
+    at once merge their rows into the table instead of overwriting each other's."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "a", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge_and_write(out: Path, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Under :func:`table_lock`: add the rows another process wrote to OUT since ``rows`` were
+    read (ours win for the same name), then write; ``rows`` is updated in place."""
+    with table_lock(out):
+        ours = dict(rows)
+        rows.update(load_rows(out.with_suffix(".json")))
+        rows.update(ours)
+        return write_results(out, rows)
+
+
 def write_results(out: Path, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Write OUT.json (rows + summary) and OUT.md atomically; returns the summary."""
     summary = summarize(rows)
@@ -538,14 +563,15 @@ def run_benchmark(
         row = collect_row(entry, protocol, run_dir, shlex.join(search_command(entry, protocol, run_dir)))
         with lock:
             rows[entry.name] = row
-            write_results(out, rows)
+            merge_and_write(out, rows)
 
     if not summarize_only:
         runner.run(todo, on_done=add_row)
     for entry in todo:
         if (runs / entry.name).exists():
             add_row(entry)
-    return write_results(out, rows)
+    with lock:
+        return merge_and_write(out, rows)
 
 
 __all__ = [
