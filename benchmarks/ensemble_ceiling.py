@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from rznas.benchmarks.top_region import failure_ranks, metrics
+from rznas.fitness import ENSEMBLES
 
 DATASETS = ("cifar10", "cifar100", "imagenet16")
 EXCLUDED = {"random"}  # a control, not a proxy
@@ -56,6 +57,20 @@ def component_scores(folder: Path, dataset: str) -> tuple[dict[str, list], np.nd
 def in_sample_ensemble(ranks: dict[str, np.ndarray], members: tuple[str, ...]) -> np.ndarray:
     n = len(next(iter(ranks.values())))
     return sum(np.log(ranks[m] / n) for m in members)
+
+
+def named_lines(ranks: dict[str, np.ndarray], accuracy: np.ndarray) -> list[str]:
+    """The named ensembles (az_nas, zc_trio, ...) aggregated inside the sample, where all their
+    components were scored: AZ-NAS's own in-population aggregation, next to rznas's reference CDF."""
+    lines = []
+    for name in ENSEMBLES.names():
+        members = tuple(ENSEMBLES.get(name).components)
+        if all(m in ranks for m in members):
+            values = metrics(stats.rankdata(in_sample_ensemble(ranks, members)), accuracy)
+            lines.append(f"- Named ensemble {name} ({'+'.join(members)}), ranked inside the sample: rho "
+                         f"{values['spearman_rho']:.3f}, tau top 10% {values['tau_top10pct']:.3f}, "
+                         f"top-10 {values['top10_acc']:.2f}%")
+    return lines
 
 
 def main(folder: str) -> int:
@@ -103,6 +118,7 @@ def main(folder: str) -> int:
             f"{max(split_rho(m, odd) for m, _ in results):.3f})",
             f"- Best tau inside the top 10% of any subset: "
             f"{max(v['tau_top10pct'] for _, v in results):.3f} (best single proxy: {max(v['tau_top10pct'] for v in single.values()):.3f})",
+            *named_lines(ranks, accuracy),
             "",
             "Ten best subsets by rho:",
             "",
