@@ -86,16 +86,6 @@ def classify(space: Any, parent: Architecture, proposal: Any) -> str:
     return "valid"
 
 
-def reply_edit(raw: str) -> dict[str, Any] | None:
-    """The "edit" object of a reply, or None when the reply holds none."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, TypeError):
-        return None
-    edit = data.get("edit") if isinstance(data, dict) else None
-    return edit if isinstance(edit, dict) else None
-
-
 def edit_stats(space: Any, rows: list[dict[str, Any]], example: dict[str, Any] | None) -> dict[str, Any]:
     """What the edit replies chose: the share with the in-context example's op/type, exact copies of
     the example's edit, and distinct valid children. Rows of older result files (no "edit" field)
@@ -105,7 +95,7 @@ def edit_stats(space: Any, rows: list[dict[str, Any]], example: dict[str, Any] |
                 "example_edit_copies": None, "distinct_children": None}
     edits, children = [], set()
     for row in rows:
-        edit = row.get("edit") if "edit" in row else salvage_edit(row.get("reply", ""))
+        edit = row["edit"] if "edit" in row else salvage_edit(row.get("reply", ""))
         if edit is None:
             continue
         edits.append(edit)
@@ -123,15 +113,19 @@ def edit_choice(edit: dict[str, Any]) -> Any:
     return next((edit[f] for f in CHOICE_FIELDS if f in edit), None)
 
 
-def run_variant(space_name: str, variant: str, proposals: int, seed: int, client: LocalLlamaClient) -> dict[str, Any]:
-    reply_format, fixed_cap, overrides = VARIANTS[variant]
+def variant_prompt(space_name: str, variant: str, seed: int = 0) -> tuple[SearchConfig, Any, MutationPrompt]:
+    """The search config, space and mutation prompt of one (space, variant), as `rznas search` builds them."""
+    reply_format, _, overrides = VARIANTS[variant]
     config = SearchConfig(space=space_name, proxy="params", llm="local", reply_format=reply_format, seed=seed,
                           **SPACES[space_name], **overrides)
     space = config.make_space()
-    proxy = get_proxy("params")
-    options = prompt_options(config, space)
-    prompt = MutationPrompt(space, proxy, options)
-    proposer_options = llm_proposer_options(config, space, options)
+    return config, space, MutationPrompt(space, get_proxy("params"), prompt_options(config, space))
+
+
+def run_variant(space_name: str, variant: str, proposals: int, seed: int, client: LocalLlamaClient) -> dict[str, Any]:
+    reply_format, fixed_cap, _ = VARIANTS[variant]
+    config, space, prompt = variant_prompt(space_name, variant, seed)
+    proposer_options = llm_proposer_options(config, space, prompt.options)
     if fixed_cap is not None:
         proposer_options["max_tokens"] = fixed_cap
     gateway = LLMGateway(client, model="local")
@@ -154,7 +148,7 @@ def run_variant(space_name: str, variant: str, proposals: int, seed: int, client
         calls = gateway.records[calls_before:]
         outcome = classify(space, parent, proposal)
         counts[outcome] += 1
-        edit = reply_edit(proposal.raw) if reply_format == "edit" else None
+        edit = salvage_edit(proposal.raw) if reply_format == "edit" else None
         rows.append({
             "edit": edit,
             "child": space.encode(proposal.arch) if outcome == "valid" else None,
@@ -232,10 +226,7 @@ def combine(paths: list[str], out: Path, argv: list[str]) -> int:
     runs = [r for part in parts for r in part["runs"]]
     for run in runs:  # files made before the edit statistics existed: read them from the replies
         if run["reply_format"] == "edit" and run.get("example_choice_share") is None:
-            config = SearchConfig(space=run["space"], proxy="params", llm="local", reply_format="edit",
-                                  **SPACES[run["space"]], **VARIANTS[run["variant"]][2])
-            space = config.make_space()
-            prompt = MutationPrompt(space, get_proxy("params"), prompt_options(config, space))
+            _, space, prompt = variant_prompt(run["space"], run["variant"])
             run.update(edit_stats(space, run["rows"], prompt.example_edit))
     order = {name: i for i, name in enumerate(SPACES)}
     runs.sort(key=lambda r: (order[r["space"]], list(VARIANTS).index(r["variant"])))
