@@ -142,10 +142,15 @@ class LLMProposer:
                 f"the llm proposer replies in the {self.reply_format!r} format but its prompt asks for "
                 f"{'edits' if self.prompt.edits is not None else 'whole architectures'}"
             )
+        arch_reply = self.reply_format == "arch"
         self.schema = (
-            None
-            if self.reply_format == "edit"
-            else mutation_schema(self.space, constrain=self.constrain, fused_reflection=self.fused_reflection)
+            mutation_schema(self.space, constrain=self.constrain, fused_reflection=self.fused_reflection)
+            if arch_reply else None
+        )
+        # a constrained call that reports a previous outcome must carry the reflection
+        self.reflecting_schema = (
+            mutation_schema(self.space, constrain=True, fused_reflection=True, require_reflection=True)
+            if arch_reply and self.constrain and self.fused_reflection else None
         )
         if opts:
             raise ConfigError(f"unknown llm proposer options: {', '.join(sorted(opts))}")
@@ -171,8 +176,8 @@ class LLMProposer:
         )
         purpose = "mutate"
         reflection = ""
-        # a call that reports the previous outcome must reflect on it (constrained backends)
-        reflect = self.fused_reflection and previous is not None and self.prompt.options.reflection
+        # a constrained call that reports the previous outcome must reflect on it
+        reflect = self.constrain and self.fused_reflection and previous is not None and self.prompt.options.reflection
         schema = self.reply_schema(parent.arch, reflect=reflect)
         for attempt in range(self.repair_attempts + 1):
             call = self.gateway.complete(
@@ -203,9 +208,7 @@ class LLMProposer:
         change ``parent`` are admitted), else the same for every call; with ``reflect`` and a
         constrained backend, the fused "reflection" field is required."""
         if self.reply_format != "edit":
-            if reflect and self.constrain:
-                return mutation_schema(self.space, constrain=True, fused_reflection=True, require_reflection=True)
-            return self.schema
+            return self.reflecting_schema if reflect and self.reflecting_schema is not None else self.schema
         assert self.prompt.edits is not None
         return edit_reply_schema(
             self.prompt.edits, parent if self.constrain else None, fused_reflection=self.fused_reflection,
