@@ -116,7 +116,7 @@ def test_plan_and_flag_errors(tmp_path):
     assert command[command.index("--population") + 1] == "100" and command[command.index("--iterations") + 1] == "1500"
 
 
-def test_two_bench_commands_at_once_merge_their_rows(tmp_path):
+def test_two_bench_commands_at_once_merge_their_rows(tmp_path, nb201_env):
     # rows as the committed table holds them; each "command" read the table before the other wrote
     committed = json.loads((Path(__file__).parents[1] / "benchmarks/results/search_paper_scale.json").read_text())
     first, second = committed["rows"][0], committed["rows"][1]
