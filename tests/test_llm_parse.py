@@ -59,6 +59,14 @@ def test_malformed_replies_raise_parse_error(text: str, fragment: str) -> None:
         extract_json_object(text)
 
 
+def test_raw_newline_inside_a_string_is_read() -> None:
+    # a grammar-constrained SmolLM2 reply (benchmarks/local_iteration_speed.py): llama.cpp's JSON
+    # grammar let a literal newline into the "reflection" string, which strict json.loads rejects
+    text = '{"edit": {"edge": 4, "op": "none"}, "reflection": "]/*reflected*/\nThe previous", "thinking": "x"}'
+    assert extract_json_object(text) == {"edit": {"edge": 4, "op": "none"}, "reflection": "]/*reflected*/\nThe previous",
+                                         "thinking": "x"}
+
+
 def test_non_string_reply_is_rejected() -> None:
     with pytest.raises(ParseError, match="string"):
         extract_json_object(None)  # type: ignore[arg-type]

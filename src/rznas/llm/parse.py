@@ -103,7 +103,8 @@ def _first_object(text: str) -> dict[str, Any] | None:
 
 def _loads(candidate: str) -> Any:
     try:
-        return json.loads(candidate, parse_constant=_no_constants)
+        # strict=False: raw control characters (a newline) inside strings, as llama.cpp grammars let through
+        return json.loads(candidate, parse_constant=_no_constants, strict=False)
     except (ValueError, RecursionError):
         return None
 
