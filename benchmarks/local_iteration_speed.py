@@ -1,5 +1,6 @@
 """Embedded-model seconds per NB201 search iteration with `--fused-reflection --lean-prompt`
-(one constrained call per iteration), and where the time goes, under llama.cpp settings.
+(one constrained call per iteration), and where the time goes, under llama.cpp settings and
+weight encodings (`local` = the shipped Q4_1 file, `local:q8_0` = the same model re-encoded).
 
 Every variant is a `LocalLlamaClient` with the search's defaults except the setting named;
 variants that differ only in threads share one context (llama_set_n_threads). The calls are
@@ -8,9 +9,11 @@ shared machine falls on all variants alike; every call has its own reflection no
 dynamic tail is evaluated afresh as in a search. The first call of each context (the static
 prefix, ~3,600 tokens) is not timed. Per call: llama.cpp's perf counters give the prompt-eval
 time (the tail) and the generation time; the rest of the wall time is sampling, the grammar
-and Python. Quality check: every reply must parse into an NB201 architecture.
+and Python. Quality check: every reply must parse into an NB201 architecture (for
+`--reply-format edit`, the search's default with the embedded model: an edit that applies to
+the parent and changes it).
 
-    nice -n 10 python benchmarks/local_iteration_speed.py --rounds 4 --out benchmarks/results/local_iteration_speed
+    python benchmarks/local_iteration_speed.py --reply-format edit --rounds 8 --out benchmarks/results/local_iteration_speed
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from rznas.llm import local_backend
 from rznas.llm.parse import extract_json_object
 from rznas.proxies import get_proxy
 from rznas.search.memory import Note
-from rznas.search.prompt import MutationPrompt, PreviousOutcome, PromptOptions, mutation_schema
+from rznas.search.edits import edit_format
+from rznas.search.prompt import MutationPrompt, PreviousOutcome, PromptOptions, edit_reply_schema, mutation_schema
 from rznas.spaces import get_space
 
 PARENT = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"
@@ -46,6 +50,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], int | None]] = {
     "2 threads": ({}, 2),
     "flash attention": ({"flash_attn": True}, None),
     "flash attention + q8_0 KV cache": ({"flash_attn": True, "kv_cache_type": "q8_0"}, None),
+    "q8_0 weights": ({"model": "q8_0"}, None),
+    "q8_0 weights + 2 threads": ({"model": "q8_0"}, 2),
+    "f16 weights": ({"model": "f16"}, None),
 }
 
 
@@ -57,24 +64,36 @@ def call_messages(prompt: MutationPrompt, number: int) -> list[Any]:
     return prompt.messages(PARENT, 700.0 + number, notes, previous=previous)
 
 
-def timed_call(client: local_backend.LocalLlamaClient, messages: list[Any], schema: dict, temperature: float) -> dict:
+def reply_is_valid(text: str, reply_format: str) -> bool:
+    """The quality check: the reply is an NB201 architecture (arch) or an edit that changes PARENT."""
+    space = get_space("nb201")
+    try:
+        data = extract_json_object(text)
+        if reply_format == "edit":
+            parent = space.decode(PARENT)
+            return edit_format(space).apply(parent, data["edit"]).id != parent.id
+        space.decode(data["arch"])
+        return True
+    except Exception:  # the quality check: counted, never hidden
+        return False
+
+
+def timed_call(
+    client: local_backend.LocalLlamaClient, messages: list[Any], schema: dict, temperature: float, reply_format: str
+) -> dict:
     started = time.perf_counter()
     completion = client.complete(messages, temperature=temperature, max_tokens=MAX_TOKENS, json_schema=schema)
     wall = time.perf_counter() - started
     ctx = client.context(completion.extra["slot"]).llama._ctx.ctx
     perf = llama_cpp.llama_perf_context(ctx)
     llama_cpp.llama_perf_context_reset(ctx)
-    space = get_space("nb201")
-    try:
-        space.decode(extract_json_object(completion.text)["arch"])
-        valid = True
-    except Exception:  # the quality check: counted, never hidden
-        valid = False
+    valid = reply_is_valid(completion.text, reply_format)
     return {
         "wall_s": wall, "prompt_eval_s": perf.t_p_eval_ms / 1000, "prompt_tokens_evaluated": perf.n_p_eval,
         "generate_s": perf.t_eval_ms / 1000, "output_tokens": completion.output_tokens,
         "other_s": wall - (perf.t_p_eval_ms + perf.t_eval_ms) / 1000, "input_tokens": completion.input_tokens,
         "valid_arch": valid, "finish_reason": completion.extra.get("finish_reason"),
+        "text": completion.text,
     }
 
 
@@ -83,6 +102,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--proxy", default="zico")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--reply-format", choices=("arch", "edit"), default="arch",
+                        help="arch: the whole architecture; edit: one structured edit (per-parent grammar)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/local_iteration_speed"))
     parser.add_argument("--summarize", type=Path, metavar="JSON",
                         help="only rewrite the table of --out from the calls of this result file")
@@ -96,8 +117,13 @@ def main() -> int:
         return 0
     names = [n for n in args.variants.split(",") if n]
     space = get_space("nb201")
-    prompt = MutationPrompt(space, get_proxy(args.proxy), PromptOptions(fused_reflection=True, lean=True))
-    schema = mutation_schema(space, constrain=True, fused_reflection=True)
+    options = PromptOptions(fused_reflection=True, lean=True, reply_format=args.reply_format)
+    prompt = MutationPrompt(space, get_proxy(args.proxy), options)
+    if args.reply_format == "edit":  # as a search sends it: per parent, the reflection required
+        assert prompt.edits is not None
+        schema = edit_reply_schema(prompt.edits, space.decode(PARENT), fused_reflection=True, require_reflection=True)
+    else:
+        schema = mutation_schema(space, constrain=True, fused_reflection=True)
     clients: dict[str, local_backend.LocalLlamaClient] = {}
     for name in names:
         settings, _ = VARIANTS[name]
@@ -111,13 +137,17 @@ def main() -> int:
     calls: dict[str, list[dict]] = {name: [] for name in names}
     default_threads = local_backend.default_threads()
     for round_number in range(1, args.rounds + 1):
-        for name in names:
+        for index, name in enumerate(names):
             settings, threads = VARIANTS[name]
             client = clients[json.dumps(settings, sort_keys=True)]
             llama = client.context(0).llama
             n = threads or default_threads
             llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
-            row = timed_call(client, call_messages(prompt, round_number), schema, TEMPERATURES[round_number % 5])
+            row = timed_call(
+                # variants sharing a context get different notes, so none reuses the previous call's tail
+                client, call_messages(prompt, round_number * len(names) + index), schema, TEMPERATURES[round_number % 5],
+                args.reply_format,
+            )
             calls[name].append(row)
             print(f"round {round_number} {name}: {row['wall_s']:.2f} s ({row['prompt_tokens_evaluated']} tail tokens "
                   f"{row['prompt_eval_s']:.2f} s, {row['output_tokens']} out {row['generate_s']:.2f} s, "
@@ -127,11 +157,18 @@ def main() -> int:
             llama_cpp.llama_set_n_threads(llama._ctx.ctx, default_threads, default_threads)
     command = "python benchmarks/local_iteration_speed.py " + shlex.join(sys.argv[1:])
     payload = {"command": command, "proxy": args.proxy, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
+               "reply_format": args.reply_format,
+               "weights": {name: clients[json.dumps(VARIANTS[name][0], sort_keys=True)].path.name for name in names},
                "platform": platform.platform(), "cpu_count": os.cpu_count(),
                "load_average_end": [round(x, 2) for x in os.getloadavg()], "llama_cpp_python": llama_cpp.__version__,
                "threads": {name: VARIANTS[name][1] or default_threads for name in names}, "calls": calls}
     write_results(payload, args.out)
     return 0
+
+
+def _ratio(calls: list[dict], amount: str, seconds: str) -> float:
+    total = sum(r[seconds] for r in calls)
+    return sum(r[amount] for r in calls) / total if total > 0 else float("nan")
 
 
 def summarize_calls(payload: dict) -> list[dict]:
@@ -145,6 +182,9 @@ def summarize_calls(payload: dict) -> list[dict]:
             **{f"mean_{k}": round(mean(calls, k), 3) for k in
                ("wall_s", "prompt_eval_s", "generate_s", "other_s", "prompt_tokens_evaluated", "output_tokens")},
             "valid_arch": sum(r["valid_arch"] for r in all_calls), "replies": len(all_calls),
+            # throughput over the timed calls: tokens summed over seconds summed (not a mean of ratios)
+            "tail_tokens_per_s": _ratio(calls, "prompt_tokens_evaluated", "prompt_eval_s"),
+            "output_tokens_per_s": _ratio(calls, "output_tokens", "generate_s"),
         })
     return rows
 
@@ -156,21 +196,25 @@ def write_results(payload: dict, out: Path) -> None:
         "# Embedded model: seconds per fused-lean NB201 iteration under llama.cpp settings",
         "",
         f"Command: `{command}`. One `--fused-reflection --lean-prompt` mutation call per iteration (NB201, "
-        f"{payload['proxy']}, constrained JSON, max_tokens {payload['max_tokens']}), SmolLM2-135M Q4_1, "
+        f"{payload['proxy']}, {payload.get('reply_format', 'arch')} reply, constrained JSON, max_tokens "
+        f"{payload['max_tokens']}), SmolLM2-135M (weights per variant below; default = the shipped Q4_1), "
         f"llama-cpp-python {payload['llama_cpp_python']}, {payload['cpu_count']} cores shared with other jobs "
         f"(load average at the end {payload['load_average_end'][0]}); {rounds} interleaved calls per variant, the "
         "static prefix not timed, means over rounds 2.. (round 1 is each context's first call after its prefix). "
         "Seconds are wall time: prompt eval = the dynamic tail, generate = output tokens, other = sampling, "
         "grammar and Python (the rest of the wall time). Valid replies: over all rounds.",
         "",
-        "| variant | threads | s / iteration | tail tokens | prompt eval s | output tokens | generate s | other s | valid replies |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | weights | threads | s / iteration | tail tokens | prompt eval s | output tokens | generate s | "
+        "other s | tail tokens / s | output tokens / s | valid replies |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['threads']} | {r['mean_wall_s']:.2f} | {r['mean_prompt_tokens_evaluated']:.0f} | "
+            f"| {r['variant']} | {payload.get('weights', {}).get(r['variant'], 'Q4_1 (shipped)')} | {r['threads']} | "
+            f"{r['mean_wall_s']:.2f} | {r['mean_prompt_tokens_evaluated']:.0f} | "
             f"{r['mean_prompt_eval_s']:.2f} | {r['mean_output_tokens']:.0f} | {r['mean_generate_s']:.2f} | "
-            f"{r['mean_other_s']:.2f} | {r['valid_arch']}/{r['replies']} |"
+            f"{r['mean_other_s']:.2f} | {r['tail_tokens_per_s']:.0f} | {r['output_tokens_per_s']:.1f} | "
+            f"{r['valid_arch']}/{r['replies']} |"
         )
     if payload.get("summarized_by"):
         lines += ["", f"Table recomputed from the JSON's calls by `{payload['summarized_by']}`."]

@@ -374,6 +374,28 @@ def test_local_returns_schema_conforming_json() -> None:
     assert len(local_backend._cache) == before
 
 
+def test_local_q8_0_is_the_shipped_model_re_encoded_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("llama_cpp")
+    from rznas.llm import local_backend
+
+    monkeypatch.setenv("RZNAS_CACHE_DIR", str(tmp_path))
+    client = create_client("local:q8_0", seed=0)
+    assert client.model == "smollm2-135m-instruct-q8_0"
+    made = list((tmp_path / "models").iterdir())
+    assert len(made) == 1 and made[0].name.startswith("SmolLM2-135M-Instruct.Q4_1.q8_0-") and made[0].suffix == ".gguf"
+    stamp = made[0].stat().st_mtime_ns
+    assert local_backend.resolve_model_path("Q8_0") == made[0] and made[0].stat().st_mtime_ns == stamp  # reused
+    messages = [Message("user", 'Reply with {"arch": "conv3x3-skip", "type": "mutation"}.')]
+    reply = extract_json_object(client.complete(messages, temperature=0.2, max_tokens=48, json_schema=SCHEMA).text)
+    assert set(reply) == {"arch", "type"}
+    # the name carries the source's digest: different bytes are never served from the old copy
+    source = tmp_path / "other.gguf"
+    source.write_bytes(local_backend.default_model_path().read_bytes()[:-1] + b"x")
+    assert local_backend._file_digest(source) not in made[0].name
+    with pytest.raises(ConfigError, match="unknown weight encoding 'q5_k'; use one of q8_0, f16"):
+        local_backend.reencoded_model_path(source, "q5_k")
+
+
 def test_local_missing_model_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         create_client(f"local:{tmp_path / 'missing.gguf'}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TextIO
 
 from .arch import Architecture
+from .cache_root import CACHE_ENV, cache_root
 from .canonical import canonical_json
 from .errors import ConfigError
 from .proxies.base import ProxyResult
@@ -28,7 +29,6 @@ from .score_key import context_key, stale_reason
 from .sqlite_tx import ImmediateTransaction
 from .trial import Outcome, TrialState
 
-CACHE_ENV = "RZNAS_CACHE_DIR"
 CACHE_FILE = "scores.sqlite"
 
 #: states worth remembering: the ones that cost a build or a proxy run to find out
@@ -58,9 +58,7 @@ CREATE TABLE IF NOT EXISTS scores (
 
 def default_cache_path() -> Path:
     """$RZNAS_CACHE_DIR/scores.sqlite, else ~/.cache/rznas/scores.sqlite."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "rznas"
-    return base / CACHE_FILE
+    return cache_root() / CACHE_FILE
 
 
 def resolve_cache_path(explicit: str | os.PathLike[str] | None = None) -> Path:

