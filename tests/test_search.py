@@ -461,6 +461,17 @@ def test_config_file_and_flag_overrides(tmp_path):
         SearchConfig.from_dict({"popullation": 3})
 
 
+def test_llm_threads_reach_the_local_backend_and_nothing_else():
+    from rznas.search.runner import default_client_factory
+
+    assert default_client_factory(SearchConfig(llm="local:q8_0", llm_threads=2)).inner.n_threads == 2
+    assert default_client_factory(SearchConfig(llm="local")).inner.n_threads >= 1  # half the CPUs
+    with pytest.raises(ConfigError, match="--llm-threads applies to the local backend"):
+        default_client_factory(SearchConfig(llm="scripted:x", llm_threads=2))
+    with pytest.raises(ConfigError, match="llm_threads must be >= 1, got 0"):
+        SearchConfig(llm_threads=0)
+
+
 def test_constrained_schema_is_sent_to_the_backend(tmp_path):
     from .search_fakes import mutator_reply
 

@@ -18,6 +18,7 @@ _VALUE_FLAGS = {
     "llm": "llm",
     "llm_base_url": "llm_base_url",
     "llm_structured": "llm_structured",
+    "llm_threads": "llm_threads",
     "population": "population",
     "iterations": "iterations",
     "seed": "seed",
@@ -121,6 +122,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
         "--llm-structured", choices=["auto", "json_schema", "json_object_schema", "json_object", "none"], default=s,
         help="structured output with OpenAI-compatible servers (default auto: json_schema, then json_object "
         "with schema, then json_object, then none, as the server accepts; the mode used is logged per call)",
+    )
+    llm.add_argument(
+        "--llm-threads", type=int, default=s, metavar="N",
+        help="llama.cpp threads of the local backend (default: half the CPUs; all of an idle machine's are faster, "
+        "see docs/llm.md)",
     )
     llm.add_argument("--max-cost-usd", type=float, default=s, metavar="X", help="stop cleanly when the estimated cost reaches X")
     llm.add_argument("--max-tokens", type=int, default=s, metavar="N", help="stop cleanly when N tokens were used")

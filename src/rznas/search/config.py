@@ -47,6 +47,9 @@ class SearchConfig:
     # structured output with the openai backend: auto negotiates json_schema -> json_object
     # with schema -> json_object -> none; a fixed mode is an error where the server refuses it
     llm_structured: str = "auto"
+    # llama.cpp threads of the local backend (None = half the CPUs: its threads spin while they
+    # wait, so on a busy machine more threads are slower; on an idle one all cores are faster)
+    llm_threads: int | None = None
     price_table: dict[str, Any] | None = None
     population: int = 20
     iterations: int = 30
@@ -133,6 +136,8 @@ class SearchConfig:
             raise ConfigError(f"iterations must be >= 0, got {self.iterations}")
         if self.reference_size < 2:
             raise ConfigError(f"reference_size must be >= 2 (cells an ensemble ranks against), got {self.reference_size}")
+        if self.llm_threads is not None and int(self.llm_threads) < 1:
+            raise ConfigError(f"llm_threads must be >= 1, got {self.llm_threads}")
         if self.llm_structured not in LLM_STRUCTURED_CHOICES:
             raise ConfigError(
                 f"llm_structured must be one of {', '.join(LLM_STRUCTURED_CHOICES)}, got {self.llm_structured!r}"

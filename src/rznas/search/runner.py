@@ -104,7 +104,7 @@ def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
 RESUME_OVERRIDES = frozenset(
     {
         "iterations", "max_cost_usd", "max_tokens", "llm_base_url", "llm_timeout", "llm_max_retries", "nb201",
-        "executor", "workers", "ray_address", "score_cache", "concurrency", "llm_structured",
+        "executor", "workers", "ray_address", "score_cache", "concurrency", "llm_structured", "llm_threads",
         # the final-selection stage runs after the evolution: a finished run may add or redo it
         # (results are keyed by their settings, so changed settings never reuse stale ones)
         "final_train_top", "final_epochs", "final_data", "final_train_images", "final_val_images",
@@ -176,7 +176,12 @@ def default_client_factory(config: SearchConfig) -> LLMClient:
     from ..llm import create_client, parse_spec
 
     options: dict[str, Any] = {}
-    if parse_spec(config.llm)[0] == "openai":
+    backend = parse_spec(config.llm)[0]
+    if config.llm_threads is not None:
+        if backend != "local":
+            raise ConfigError(f"--llm-threads applies to the local backend (llama.cpp in this process), not {config.llm}")
+        options["n_threads"] = int(config.llm_threads)
+    if backend == "openai":
         options["structured"] = config.llm_structured
     elif config.llm_structured != "auto":
         raise ConfigError(
