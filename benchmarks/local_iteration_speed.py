@@ -53,13 +53,19 @@ VARIANTS: dict[str, tuple[dict[str, Any], int | None]] = {
     "q8_0 weights": ({"model": "q8_0"}, None),
     "q8_0 weights + 2 threads": ({"model": "q8_0"}, 2),
     "f16 weights": ({"model": "f16"}, None),
+    "repeat penalty 1.0": ({"repeat_penalty": 1.0}, None),
+    "q8_0 weights + repeat penalty 1.0": ({"model": "q8_0", "repeat_penalty": 1.0}, None),
 }
 
 
-def call_messages(prompt: MutationPrompt, number: int) -> list[Any]:
-    """A fused mutation call with notes of its own (the tail differs from its first token)."""
-    notes = [Note(number * 3 + i, f"note {number}.{i}: keep nor_conv_3x3 on edge {i}; avoid none into the last node")
-             for i in range(number % 3 + 1)]
+def call_messages(prompt: MutationPrompt, number: int, texts: list[str] | None = None) -> list[Any]:
+    """A fused mutation call with notes of its own (the tail differs from its first token):
+    synthetic ones, or 1-3 of ``texts`` (reflections a search wrote) chosen by ``number``."""
+    if texts:
+        notes = [Note(number * 3 + i, texts[(number * 3 + i) % len(texts)]) for i in range(number % 3 + 1)]
+    else:
+        notes = [Note(number * 3 + i, f"note {number}.{i}: keep nor_conv_3x3 on edge {i}; avoid none into the last node")
+                 for i in range(number % 3 + 1)]
     previous = PreviousOutcome(PARENT, 700.0 + number, CHILD, "complete", 701.5 + number, "")
     return prompt.messages(PARENT, 700.0 + number, notes, previous=previous)
 
@@ -102,6 +108,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--proxy", default="zico")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--notes", type=Path, metavar="JSON",
+                        help='reflection notes to show, {"notes": [text, ...]} (default: short synthetic notes)')
     parser.add_argument("--reply-format", choices=("arch", "edit"), default="arch",
                         help="arch: the whole architecture; edit: one structured edit (per-parent grammar)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/local_iteration_speed"))
@@ -116,6 +124,7 @@ def main() -> int:
         write_results(payload, args.out)
         return 0
     names = [n for n in args.variants.split(",") if n]
+    texts = json.loads(args.notes.read_text())["notes"] if args.notes is not None else None
     space = get_space("nb201")
     options = PromptOptions(fused_reflection=True, lean=True, reply_format=args.reply_format)
     prompt = MutationPrompt(space, get_proxy(args.proxy), options)
@@ -131,7 +140,7 @@ def main() -> int:
         if key not in clients:
             clients[key] = local_backend.LocalLlamaClient(seed=0, context_slots=1, **settings)
             started = time.perf_counter()
-            clients[key].complete(call_messages(prompt, 0), temperature=0.2, max_tokens=MAX_TOKENS, json_schema=schema)
+            clients[key].complete(call_messages(prompt, 0, texts), temperature=0.2, max_tokens=MAX_TOKENS, json_schema=schema)
             llama_cpp.llama_perf_context_reset(clients[key].context(0).llama._ctx.ctx)  # count the timed calls only
             print(f"{key}: static prefix in {time.perf_counter() - started:.1f} s (not timed)", file=sys.stderr, flush=True)
     calls: dict[str, list[dict]] = {name: [] for name in names}
@@ -145,7 +154,7 @@ def main() -> int:
             llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
             row = timed_call(
                 # variants sharing a context get different notes, so none reuses the previous call's tail
-                client, call_messages(prompt, round_number * len(names) + index), schema, TEMPERATURES[round_number % 5],
+                client, call_messages(prompt, round_number * len(names) + index, texts), schema, TEMPERATURES[round_number % 5],
                 args.reply_format,
             )
             calls[name].append(row)
@@ -157,7 +166,8 @@ def main() -> int:
             llama_cpp.llama_set_n_threads(llama._ctx.ctx, default_threads, default_threads)
     command = "python benchmarks/local_iteration_speed.py " + shlex.join(sys.argv[1:])
     payload = {"command": command, "proxy": args.proxy, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
-               "reply_format": args.reply_format,
+               "reply_format": args.reply_format, "notes": str(args.notes) if args.notes else "synthetic",
+               "settings": {name: VARIANTS[name][0] for name in names},
                "weights": {name: clients[json.dumps(VARIANTS[name][0], sort_keys=True)].path.name for name in names},
                "platform": platform.platform(), "cpu_count": os.cpu_count(),
                "load_average_end": [round(x, 2) for x in os.getloadavg()], "llama_cpp_python": llama_cpp.__version__,
@@ -202,7 +212,9 @@ def write_results(payload: dict, out: Path) -> None:
         f"(load average at the end {payload['load_average_end'][0]}); {rounds} interleaved calls per variant, the "
         "static prefix not timed, means over rounds 2.. (round 1 is each context's first call after its prefix). "
         "Seconds are wall time: prompt eval = the dynamic tail, generate = output tokens, other = sampling, "
-        "grammar and Python (the rest of the wall time). Valid replies: over all rounds.",
+        "grammar and Python (the rest of the wall time). Valid replies: over all rounds. Reflection notes shown: "
+        f"{payload.get('notes', 'synthetic')}; client settings per variant: "
+        f"{json.dumps(payload.get('settings', 'not recorded (llama.cpp repeat penalty 1.0 then)'))}.",
         "",
         "| variant | weights | threads | s / iteration | tail tokens | prompt eval s | output tokens | generate s | "
         "other s | tail tokens / s | output tokens / s | valid replies |",

@@ -396,6 +396,30 @@ def test_local_q8_0_is_the_shipped_model_re_encoded_once(tmp_path, monkeypatch: 
         local_backend.reencoded_model_path(source, "q5_k")
 
 
+def test_local_samples_with_its_repeat_penalty(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from rznas.llm.local_backend import DEFAULT_REPEAT_PENALTY, LocalLlamaClient
+
+    sent: list[dict] = []
+
+    class Llama:
+        def create_chat_completion(self, **kwargs: Any) -> dict:
+            sent.append(kwargs)
+            return {"choices": [{"message": {"content": "{}"}, "finish_reason": "stop"}], "usage": {}}
+
+    class Loaded:
+        llama, lock = Llama(), threading.Lock()
+
+    for client, expected in ((LocalLlamaClient(), DEFAULT_REPEAT_PENALTY), (LocalLlamaClient(repeat_penalty=1.0), 1.0)):
+        monkeypatch.setattr(client, "context", lambda slot=0: Loaded())
+        client.complete(MSGS, temperature=0.2, max_tokens=8)
+        assert sent[-1]["repeat_penalty"] == expected
+    assert DEFAULT_REPEAT_PENALTY == 1.1
+    with pytest.raises(ConfigError, match="repeat_penalty must be > 0"):
+        LocalLlamaClient(repeat_penalty=0)
+
+
 def test_local_missing_model_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         create_client(f"local:{tmp_path / 'missing.gguf'}")
