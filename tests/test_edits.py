@@ -221,14 +221,39 @@ def run_with(tmp_path, client, **changes):
 
 def test_search_sends_per_parent_edit_schemas_and_scores_the_children(tmp_path):
     spy = EditSpy()
-    trials = run_with(tmp_path, spy, constrain_arch="on", reply_format="edit")
+    trials = run_with(tmp_path, spy, constrain_arch="on", reply_format="edit", iterations=12)
     mutate = [s for s in spy.schemas if s is not None]
-    assert len(mutate) == 3 and all("anyOf" in s["properties"]["edit"] for s in mutate)
+    assert len(mutate) == 12 and all("anyOf" in s["properties"]["edit"] for s in mutate)
     evolved = [t for t in trials if t.iteration > 0]
-    # the spy's fixed choice may reach a child seen before (a duplicate), never the parent itself
-    assert evolved[0].state is TrialState.COMPLETE
-    assert all(t.state in (TrialState.COMPLETE, TrialState.DUPLICATE) for t in evolved)
-    assert not any("equals its parent" in (t.reason or "") for t in evolved)
+    # the spy always takes the schema's first edit: only because the schema leaves out the
+    # children already evaluated does it never repeat one (4 parents, 12 proposals)
+    assert [t.state for t in evolved] == [TrialState.COMPLETE] * 12
+    assert len({t.arch.id for t in trials}) == len(trials)
+    # off (and for runs stored before the setting): the same spy repeats children
+    spy = EditSpy()
+    trials = run_with(tmp_path / "off", spy, constrain_arch="on", reply_format="edit", iterations=12,
+                      exclude_evaluated=False)
+    assert TrialState.DUPLICATE in {t.state for t in trials}
+    assert stored_settings({"reply_format": "edit"})["exclude_evaluated"] is False
+
+
+@pytest.mark.parametrize("name", ["nb201", "darts"])
+def test_the_schema_leaves_out_children_already_evaluated(name):
+    space, archs = parents(name, 2)
+    edits = edit_format(space)
+    for parent in archs:
+        children = {}
+        for edit in every_edit(edits.alternatives(parent)):
+            children.setdefault(edits.apply(parent, edit).id, edit)
+        keep = next(iter(children))
+        seen = set(children) - {keep}
+        left = list(every_edit(edits.unseen_alternatives(parent, seen)))
+        assert {edits.apply(parent, e).id for e in left} == {keep}
+        schema = edit_reply_schema(edits, parent, exclude=seen)["properties"]["edit"]
+        assert schema == edits.schema(parent, seen) != edits.schema(parent)
+        # every child evaluated: the edits stay as they were (the reply is then a recorded duplicate)
+        assert edits.unseen_alternatives(parent, set(children)) == edits.alternatives(parent)
+        assert edits.unseen_alternatives(parent, set()) == edits.alternatives(parent)
 
 
 @pytest.mark.parametrize("reply_format", ["edit", "arch"])

@@ -94,6 +94,9 @@ class SearchConfig:
     # reply format of the llm proposer: "arch" (the paper: the whole mutated architecture),
     # "edit" (one structured edit applied by code), "auto" (edit when constrained, else arch)
     reply_format: str = "auto"
+    # constrained edit replies may not lead to a cell the search already evaluated (a
+    # duplicate is a wasted iteration); nb201 and darts, whose edits can be enumerated
+    exclude_evaluated: bool = True
     mutate_max_tokens: int = 160
     reflect_max_tokens: int = 80
     max_reply_chars: int = 20_000

@@ -13,15 +13,18 @@ output cap. An edit reply names one change instead:
 For a parent, :meth:`EditFormat.alternatives` lists every edit that changes it as a union
 of product sets (each field's values enumerated); :meth:`EditFormat.schema` turns that into
 a JSON schema, so a grammar-constrained reply (the local backend) cannot return the
-parent. :meth:`EditFormat.apply` builds the child by code; nothing a model wrote is run.
+parent, nor (where the edits are few enough to enumerate: nb201, darts) a cell the search
+has already evaluated. :meth:`EditFormat.apply` builds the child by code; nothing a model wrote is run.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import random
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from ..arch import Architecture
 from ..errors import ConfigError, InvalidArchitecture
@@ -30,6 +33,10 @@ from ..spaces.base import SearchSpace
 
 #: one product set of edits: field -> allowed values (a single value is a constant)
 Alternative = dict[str, tuple[Any, ...]]
+
+#: most edits of a parent that are enumerated to leave out already-evaluated children
+#: (NB201: 24, DARTS: a few hundred; a macro parent's thousands are left as they are)
+EXCLUDE_LIMIT = 2048
 
 #: the reply formats of the llm proposer; "auto" picks per backend (see resolve_reply_format)
 REPLY_FORMATS = ("auto", "edit", "arch")
@@ -60,10 +67,40 @@ class EditFormat(ABC):
     def field_text(self) -> str:
         """What each field means and which values it takes (prompt text)."""
 
-    def schema(self, parent: Architecture) -> dict[str, Any]:
-        """JSON schema of exactly the edits that change ``parent`` (every field enumerated)."""
+    def unseen_alternatives(self, parent: Architecture, exclude: Collection[str]) -> list[Alternative]:
+        """:meth:`alternatives` without the edits whose child's id is in ``exclude`` (cells the
+        search already evaluated), regrouped by every field but the last. Unchanged when no
+        edit would be left (the child is then a recorded duplicate) or when the edits are too
+        many to enumerate (over EXCLUDE_LIMIT: the macro spaces)."""
+        alternatives = self.alternatives(parent)
+        if not exclude or sum(math.prod(len(v) for v in a.values()) for a in alternatives) > EXCLUDE_LIMIT:
+            return alternatives
+        kept: list[Alternative] = []
+        for alternative in alternatives:
+            names = list(alternative)
+            left = []
+            for values in itertools.product(*alternative.values()):
+                edit = dict(zip(names, values))
+                try:
+                    if self.apply(parent, edit).id in exclude:
+                        continue
+                except InvalidArchitecture:
+                    pass  # left in: the grammar lists it as before, and applying it is rejected as before
+                left.append(edit)
+            if len(left) == math.prod(len(v) for v in alternative.values()):
+                kept.append(alternative)  # nothing left out: the product set as it was
+                continue
+            grouped: dict[tuple[Any, ...], list[Any]] = {}  # all fields but the last -> last field's values
+            for edit in left:
+                grouped.setdefault(tuple(edit[n] for n in names[:-1]), []).append(edit[names[-1]])
+            kept += [{**{n: (v,) for n, v in zip(names, key)}, names[-1]: tuple(values)} for key, values in grouped.items()]
+        return kept if kept else alternatives
+
+    def schema(self, parent: Architecture, exclude: Collection[str] = ()) -> dict[str, Any]:
+        """JSON schema of exactly the edits that change ``parent`` (every field enumerated),
+        less those that lead to a cell in ``exclude`` (see :meth:`unseen_alternatives`)."""
         options = []
-        for alternative in self.alternatives(parent):
+        for alternative in self.unseen_alternatives(parent, exclude):
             properties = {
                 name: ({"const": values[0]} if len(values) == 1 else {"enum": list(values)})
                 for name, values in alternative.items()

@@ -19,7 +19,7 @@ import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from ..arch import Architecture
 from ..errors import ConfigError
@@ -105,16 +105,18 @@ def _required(answer: str, reflection: bool) -> list[str]:
 
 
 def edit_reply_schema(
-    edits: EditFormat, parent: Architecture | None, *, fused_reflection: bool = False, require_reflection: bool = False
+    edits: EditFormat, parent: Architecture | None, *, fused_reflection: bool = False, require_reflection: bool = False,
+    exclude: Collection[str] = (),
 ) -> dict[str, Any]:
     """The schema of an edit reply. With ``parent`` (grammar-constrained backends) the "edit"
     field admits exactly the edits that change it, and thinking is kept short; without, any
     object (the edit is checked when applied). ``require_reflection``: the fused "reflection"
-    field must be written (constrained backends, a call that reports a previous outcome)."""
+    field must be written (constrained backends, a call that reports a previous outcome).
+    ``exclude``: ids of evaluated cells the constrained edit may not lead to (EditFormat.schema)."""
     constrained = parent is not None
     text = {"type": "string", "maxLength": THINKING_MAX_CHARS} if constrained else {"type": "string"}
     properties: dict[str, Any] = {
-        "edit": edits.schema(parent) if parent is not None else edits.loose_schema(),
+        "edit": edits.schema(parent, exclude) if parent is not None else edits.loose_schema(),
         "thinking": text,
     }
     if fused_reflection:

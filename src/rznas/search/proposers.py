@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 from ..arch import Architecture
 from ..errors import ConfigError, InvalidArchitecture, ParseError
@@ -165,11 +165,14 @@ class LLMProposer:
         temperature: Temperature | None = None,
         previous: PreviousOutcome | None = None,
         seed_key: tuple[object, ...] | None = None,
+        evaluated: Collection[str] = (),
     ) -> Proposal:
         """Ask for one child of ``parent``. ``temperature``: a per-proposal source instead of the
         shared one (concurrent search); ``previous``: the outcome to reflect on in this call
         (fused reflection); ``seed_key``: the persisted identity of this proposal (run seed,
-        trial or dispatch number) from which each attempt's model seed is derived."""
+        trial or dispatch number) from which each attempt's model seed is derived;
+        ``evaluated``: ids of cells the search has evaluated, which a constrained edit reply
+        may not lead to (a duplicate is a wasted iteration)."""
         temperature = temperature or self.temperature
         messages = self.prompt.messages(
             self.space.encode(parent.arch), parent.score, notes, previous if self.fused_reflection else None
@@ -178,7 +181,7 @@ class LLMProposer:
         reflection = ""
         # a constrained call that reports the previous outcome must reflect on it
         reflect = self.constrain and self.fused_reflection and previous is not None and self.prompt.options.reflection
-        schema = self.reply_schema(parent.arch, reflect=reflect)
+        schema = self.reply_schema(parent.arch, reflect=reflect, evaluated=evaluated)
         for attempt in range(self.repair_attempts + 1):
             call = self.gateway.complete(
                 purpose,
@@ -203,16 +206,19 @@ class LLMProposer:
             return Proposal(arch, thinking=thinking, raw=call.text, reflection=reflection)
         raise AssertionError("unreachable")
 
-    def reply_schema(self, parent: Architecture, *, reflect: bool = False) -> dict[str, Any] | None:
+    def reply_schema(
+        self, parent: Architecture, *, reflect: bool = False, evaluated: Collection[str] = ()
+    ) -> dict[str, Any] | None:
         """The schema handed to the backend: per parent for constrained edits (only edits that
-        change ``parent`` are admitted), else the same for every call; with ``reflect`` and a
-        constrained backend, the fused "reflection" field is required."""
+        change ``parent``, and lead to no cell in ``evaluated``, are admitted), else the same
+        for every call; with ``reflect`` and a constrained backend, the fused "reflection"
+        field is required."""
         if self.reply_format != "edit":
             return self.reflecting_schema if reflect and self.reflecting_schema is not None else self.schema
         assert self.prompt.edits is not None
         return edit_reply_schema(
             self.prompt.edits, parent if self.constrain else None, fused_reflection=self.fused_reflection,
-            require_reflection=reflect,
+            require_reflection=reflect, exclude=evaluated,
         )
 
     def parse(self, text: str, parent: Architecture | None = None) -> tuple[Architecture, str]:

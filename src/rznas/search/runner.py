@@ -94,9 +94,12 @@ def llm_proposer_options(c: SearchConfig, space: SearchSpace, options: PromptOpt
 
 def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored run's settings, completed for settings added since: runs stored before the
-    reply format existed replied with whole architectures, so they resume and replay as "arch"."""
+    reply format existed replied with whole architectures, so they resume and replay as "arch";
+    runs stored before ``exclude_evaluated`` resume and replay without it."""
     settings = dict(stored)
     settings.setdefault("reply_format", "arch")
+    # runs stored before it existed sent every edit of the parent: they resume and replay so
+    settings.setdefault("exclude_evaluated", False)
     return settings
 
 
@@ -657,6 +660,7 @@ class SearchRun:
             slot.proposal = self.proposer.propose(  # type: ignore[call-arg]
                 parent, slot.notes, temperature=self._temperature(slot), previous=slot.previous,
                 seed_key=self._seed_key(slot),
+                evaluated=self.strategy.evaluated.keys() if self.config.exclude_evaluated else (),
             )
         else:
             slot.proposal = self.proposer.propose(parent, slot.notes)
