@@ -11,7 +11,7 @@ import pytest
 from rznas.errors import ConfigError
 from rznas.proxies import get_proxy
 from rznas.search.config import SearchConfig
-from rznas.search.edits import EDIT_FORMATS, edit_format, resolve_reply_format
+from rznas.search.edits import EDIT_FORMATS, EXCLUDE_LIMIT, edit_format, resolve_reply_format
 from rznas.search.gateway import LLMGateway
 from rznas.search.prompt import MutationPrompt, PromptOptions, edit_reply_schema, min_reply_tokens
 from rznas.search.proposers import LLMProposer, ProposerContext, salvage_edit
@@ -286,6 +286,33 @@ def test_unconstrained_edit_that_changes_nothing_is_a_duplicate(tmp_path):
     evolved = [t for t in trials if t.iteration > 0]
     assert {t.state for t in evolved} == {TrialState.INVALID}
     assert "edit field 'op' must be one of" in evolved[0].reason
+
+
+@pytest.mark.parametrize("name", list(SPACE_OPTIONS))
+def test_the_fused_prompt_names_the_previous_child_by_its_edit(name):
+    from rznas.search.prompt import PreviousOutcome
+
+    space, (parent, *_) = parents(name, 1)
+    edit_prompt = MutationPrompt(space, get_proxy("params"), PromptOptions(reply_format="edit", fused_reflection=True))
+    edit = edit_prompt.edits.random_edit(parent, random.Random(1))
+    child = space.encode(edit_prompt.edits.apply(parent, edit))
+    previous = PreviousOutcome(space.encode(parent), 1.0, child, "complete", 2.0, "")
+    text = edit_prompt.user_message(space.encode(parent), 1.0, (), previous)
+    # the edit (~15 tokens) instead of the child's string (NB201: 61); every example parent has
+    # at most EXCLUDE_LIMIT edits (nb201 24, darts 120, macro 302-989)
+    assert sum(1 for _ in every_edit(edit_prompt.edits.alternatives(parent))) <= EXCLUDE_LIMIT
+    assert edits_equal(json.loads(edit_prompt.previous_edit(previous)), edit, edit_prompt.edits, parent)
+    assert "Child: the parent after your edit {" in text and child not in text
+    # an unusable reply and the whole-architecture format are written out as before
+    broken = PreviousOutcome(space.encode(parent), 1.0, "not an architecture", "parse_error", None, "bad")
+    assert "Child: not an architecture" in edit_prompt.user_message(space.encode(parent), 1.0, (), broken)
+    arch_prompt = MutationPrompt(space, get_proxy("params"), PromptOptions(reply_format="arch", fused_reflection=True))
+    assert f"Child: {child}" in arch_prompt.user_message(space.encode(parent), 1.0, (), previous)
+
+
+def edits_equal(found, edit, edits, parent):
+    """Two edits that make the same child (a cell may be reached by one edit only, but say so by the child)."""
+    return edits.apply(parent, found).id == edits.apply(parent, edit).id
 
 
 def test_a_cut_off_edit_reply_is_salvaged():

@@ -95,7 +95,7 @@ class SearchConfig:
     # "edit" (one structured edit applied by code), "auto" (edit when constrained, else arch)
     reply_format: str = "auto"
     # constrained edit replies may not lead to a cell the search already evaluated (a
-    # duplicate is a wasted iteration); nb201 and darts, whose edits can be enumerated
+    # duplicate is a wasted iteration); for parents with at most EXCLUDE_LIMIT edits
     exclude_evaluated: bool = True
     mutate_max_tokens: int = 160
     reflect_max_tokens: int = 80
