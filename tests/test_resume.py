@@ -189,7 +189,7 @@ def test_resume_refuses_to_change_the_search(tmp_path):
 # -- exact resume with the embedded model at sampled temperatures (issue 11 item 3) ------
 
 LOCAL_SETTINGS = {"reflect_max_tokens": 40, "code_description": False, "example": False, "score_cache": "none"}
-LOCAL_ARGS = ["search", "--proxy", "params", "--proposer", "llm", "--llm", "local", "--population", "4",
+LOCAL_ARGS = ["search", "--proxy", "params", "--proposer", "llm", "--llm", "local:q8_0", "--population", "4",
               "--iterations", "5", "--seed", "3", "--quiet"]
 LOCAL_DRIVER = "import sys; from rznas.cli import main; sys.exit(main(sys.argv[1:]))"
 
