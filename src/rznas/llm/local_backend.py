@@ -107,6 +107,7 @@ def reencoded_model_path(source: Path, encoding: str, *, directory: Path | None 
         import ctypes
 
         import llama_cpp
+        from llama_cpp._utils import suppress_stdout_stderr
     except ImportError:
         raise LLMError(f"the local backend needs llama-cpp-python: {INSTALL_HINT}") from None
     try:
@@ -119,8 +120,6 @@ def reencoded_model_path(source: Path, encoding: str, *, directory: Path | None 
     params.allow_requantize = True
     params.nthread = 1
     log.info("re-encoding %s to %s in %s (once)", source.name, encoding, folder)
-    from llama_cpp._utils import suppress_stdout_stderr
-
     with suppress_stdout_stderr(disable=False):  # llama.cpp prints a line per tensor
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(partial).encode(), ctypes.byref(params))
     if status != 0 or not partial.is_file():

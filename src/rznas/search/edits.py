@@ -24,7 +24,7 @@ import math
 import random
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 from ..arch import Architecture
 from ..errors import ConfigError, InvalidArchitecture
@@ -74,23 +74,22 @@ class EditFormat(ABC):
         edit would be left (the child is then a recorded duplicate) or when the edits are too
         many to enumerate (over EXCLUDE_LIMIT)."""
         alternatives = self.alternatives(parent)
-        if not exclude or sum(math.prod(len(v) for v in a.values()) for a in alternatives) > EXCLUDE_LIMIT:
+        if not exclude or not _enumerable(alternatives):
             return alternatives
         kept: list[Alternative] = []
         for alternative in alternatives:
-            names = list(alternative)
             left = []
-            for values in itertools.product(*alternative.values()):
-                edit = dict(zip(names, values))
+            for edit in _edits_of(alternative):
                 try:
                     if self.apply(parent, edit).id in exclude:
                         continue
                 except InvalidArchitecture:
                     pass  # left in: the grammar lists it as before, and applying it is rejected as before
                 left.append(edit)
-            if len(left) == math.prod(len(v) for v in alternative.values()):
+            if len(left) == _size(alternative):
                 kept.append(alternative)  # nothing left out: the product set as it was
                 continue
+            names = list(alternative)
             grouped: dict[tuple[Any, ...], list[Any]] = {}  # all fields but the last -> last field's values
             for edit in left:
                 grouped.setdefault(tuple(edit[n] for n in names[:-1]), []).append(edit[names[-1]])
@@ -101,12 +100,10 @@ class EditFormat(ABC):
         """The enumerated edit that makes ``child`` of ``parent``; None when there is none or
         the edits are too many to enumerate (over EXCLUDE_LIMIT)."""
         alternatives = self.alternatives(parent)
-        if sum(math.prod(len(v) for v in a.values()) for a in alternatives) > EXCLUDE_LIMIT:
+        if not _enumerable(alternatives):
             return None
         for alternative in alternatives:
-            names = list(alternative)
-            for values in itertools.product(*alternative.values()):
-                edit = dict(zip(names, values))
+            for edit in _edits_of(alternative):
                 try:
                     if self.apply(parent, edit).id == child.id:
                         return edit
@@ -156,6 +153,23 @@ class EditFormat(ABC):
             if accept(child):
                 return edit
         raise ConfigError(f"{self.space.name}: found no valid example edit of {self.space.encode(parent)}")
+
+
+def _size(alternative: Alternative) -> int:
+    """How many edits one product set holds."""
+    return math.prod(len(values) for values in alternative.values())
+
+
+def _enumerable(alternatives: list[Alternative]) -> bool:
+    """Whether a parent's edits are few enough to apply one by one (EXCLUDE_LIMIT)."""
+    return sum(_size(a) for a in alternatives) <= EXCLUDE_LIMIT
+
+
+def _edits_of(alternative: Alternative) -> Iterator[dict[str, Any]]:
+    """Every edit of one product set, fields in its order."""
+    names = list(alternative)
+    for values in itertools.product(*alternative.values()):
+        yield dict(zip(names, values))
 
 
 def _integer(edit: Mapping[str, Any], name: str, low: int, high: int) -> int:
