@@ -129,17 +129,27 @@ def reencoded_model_path(source: Path, encoding: str, *, directory: Path | None 
     return target
 
 
-def resolve_model_path(model: str) -> Path:
-    """``model`` as a GGUF path; the default aliases map to the shipped SmolLM2 file, the
-    names of REENCODINGS to its re-encoded copy."""
+#: the model name a run records for the shipped SmolLM2 file (re-encodings add "-<encoding>")
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+def resolve_model(model: str) -> tuple[Path, str]:
+    """``model`` as (GGUF path, the name a run records): the default aliases map to the shipped
+    SmolLM2 file, the names of REENCODINGS to its re-encoded copy, anything else is a path."""
     if model in DEFAULT_MODEL_ALIASES:
-        return default_model_path()
+        return default_model_path(), DEFAULT_MODEL_NAME
     if model.lower() in REENCODINGS:
-        return reencoded_model_path(default_model_path(), model.lower())
+        encoding = model.lower()
+        return reencoded_model_path(default_model_path(), encoding), f"{DEFAULT_MODEL_NAME}-{encoding}"
     path = Path(model).expanduser()
     if not path.is_file():
         raise ConfigError(f"local model file not found: {path} (give a .gguf path, or 'local' for the default model)")
-    return path
+    return path, path.stem
+
+
+def resolve_model_path(model: str) -> Path:
+    """The GGUF file ``model`` names (see :func:`resolve_model`)."""
+    return resolve_model(model)[0]
 
 
 def default_threads() -> int:
@@ -284,16 +294,10 @@ class LocalLlamaClient:
         kv_cache_type: str = "f16",
         repeat_penalty: float = DEFAULT_REPEAT_PENALTY,
     ):
-        self.path = resolve_model_path(model)
+        self.path, self.model = resolve_model(model)
         if not repeat_penalty > 0:
             raise ConfigError(f"repeat_penalty must be > 0 (1.0 = off), got {repeat_penalty}")
         self.repeat_penalty = float(repeat_penalty)
-        if model in DEFAULT_MODEL_ALIASES:
-            self.model = "smollm2-135m-instruct"
-        elif model.lower() in REENCODINGS:
-            self.model = f"smollm2-135m-instruct-{model.lower()}"
-        else:
-            self.model = self.path.stem
         if n_ctx < 256:
             raise ConfigError(f"n_ctx must be >= 256, got {n_ctx}")
         if context_slots < 1:
