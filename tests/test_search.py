@@ -592,6 +592,29 @@ def test_a_data_dependent_proxy_on_noise_is_announced_once_at_start_even_quiet(t
     assert "data-dependent" not in stream.getvalue()
 
 
+def test_a_search_with_the_embedded_model_says_once_what_its_edits_measured(tmp_path):
+    """The shipped SmolLM2 (any local alias) gets the proposer_signal note on stderr; an API or
+    a user's own model does not, nor does --quiet."""
+    import io
+
+    from rznas.llm.local_backend import embedded_model_note
+
+    assert all(embedded_model_note(spec) for spec in ("local", "local:q8_0", "LOCAL:F16", "local:smollm2"))
+    assert not any(embedded_model_note(spec) for spec in ("local:/models/mine.gguf", "openai:gpt-4o", "scripted:test"))
+    replies = scripted_mutations(["|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"] * 2)
+    for llm, enabled, expected in (("local:q8_0", True, 1), ("local:q8_0", False, 0), ("scripted:test", True, 0)):
+        stream = io.StringIO()
+        config = small_config(iterations=1, llm=llm, reply_format="arch")
+        run = SearchRun.start(config, tmp_path / f"run-{llm}-{enabled}".replace(":", "_"),
+                              client=create_client("scripted:test", replies=replies), progress=Progress(stream, enabled=enabled))
+        run.run()
+        run.close()
+        lines = [line for line in stream.getvalue().splitlines() if "proposer_signal.md" in line]
+        assert len(lines) == expected, (llm, enabled, stream.getvalue())
+        if expected:
+            assert "worse than random mutation" in lines[0] and "--proposer random" in lines[0]
+
+
 def test_config_files_parse_without_tomllib_through_tomli(tmp_path):
     """Python 3.10 has no tomllib: the same parser comes from the tomli package (a dependency there)."""
     import subprocess

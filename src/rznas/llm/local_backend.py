@@ -133,6 +133,24 @@ def reencoded_model_path(source: Path, encoding: str, *, directory: Path | None 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 
 
+#: what a search with the embedded model is told once (benchmarks/results/proposer_signal.md measured it)
+EMBEDDED_MODEL_NOTE = (
+    "the embedded SmolLM2-135M keeps the llm proposer offline, not smart: on NB201 its edits measured worse "
+    "than random mutation (benchmarks/results/proposer_signal.md); for guided mutations use --llm openai:MODEL "
+    "or anthropic:MODEL, or compare with --proposer random"
+)
+
+
+def embedded_model_note(spec: str) -> str | None:
+    """:data:`EMBEDDED_MODEL_NOTE` when the LLM spec names the shipped SmolLM2 (``local``,
+    ``local:q8_0``, ...), None for any other model (a user's GGUF file, an API model)."""
+    backend, _, model = spec.strip().partition(":")
+    if backend.strip().lower() != "local":
+        return None
+    model = model.strip()
+    return EMBEDDED_MODEL_NOTE if model in DEFAULT_MODEL_ALIASES or model.lower() in REENCODINGS else None
+
+
 def resolve_model(model: str) -> tuple[Path, str]:
     """``model`` as (GGUF path, the name a run records): the default aliases map to the shipped
     SmolLM2 file, the names of REENCODINGS to its re-encoded copy, anything else is a path."""

@@ -22,6 +22,7 @@ from ..data.probe_choice import synthetic_data_notice
 from ..errors import BudgetExhausted, ConfigError
 from ..llm.base import LLMClient
 from ..llm.budget import UsageBudget
+from ..llm.local_backend import embedded_model_note
 from ..fitness import component_names
 from ..proxies import get_proxy
 from ..spaces import get_space
@@ -288,6 +289,9 @@ class SearchRun:
                 seeded_keys=store.meta("reply_keys", REPLY_KEYS_REPETITION) == REPLY_KEYS_SEEDED,
             )
             prompt = MutationPrompt(self.space, self.proxy, prompt_options(c, self.space))
+            note = None if offline else embedded_model_note(c.llm)
+            if note:
+                self.progress.message(note)
         self.proposer = create_proposer(
             c.proposer,
             ProposerContext(
