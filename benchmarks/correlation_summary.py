@@ -43,6 +43,7 @@ SELECTED_ON_THESE_CELLS = {
     "zc_trio": "rho",
     "jacob_cov+synflow+zen": "top-10 accuracy",
     "az_expressivity+az_progressivity+az_trainability+jacob_cov+meco+swap+synflow+zen": "rho on the even half",
+    "az_trainability+meco+swap+synflow+zen": "top-10 accuracy",
 }
 DEFAULT_REFERENCE = 256  # ensembles ranked against another reference size get their own rows
 
