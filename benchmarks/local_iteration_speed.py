@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], int | None]] = {
     "flash attention + q8_0 KV cache": ({"flash_attn": True, "kv_cache_type": "q8_0"}, None),
     "q8_0 weights": ({"model": "q8_0"}, None),
     "q8_0 weights + 2 threads": ({"model": "q8_0"}, 2),
+    "q8_0 weights + flash attention": ({"model": "q8_0", "flash_attn": True}, None),
+    "q8_0 weights + flash attention + q8_0 KV cache": ({"model": "q8_0", "flash_attn": True, "kv_cache_type": "q8_0"}, None),
     "f16 weights": ({"model": "f16"}, None),
     "repeat penalty 1.0": ({"repeat_penalty": 1.0}, None),
     "q8_0 weights + repeat penalty 1.0": ({"model": "q8_0", "repeat_penalty": 1.0}, None),
