@@ -141,6 +141,18 @@ def evaluate_set(proxy: str, k: int, epochs: int, archs: list[str], cells: dict[
     }
 
 
+def wall_per_cpu(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Range of wall time / CPU time over the logged trainings (how loaded the machine was)."""
+    ratios = [r["wall_seconds"] / r["cpu_seconds"] for r in rows if r.get("wall_seconds") and r.get("cpu_seconds")]
+    return {"min": round(min(ratios), 2), "max": round(max(ratios), 2)} if ratios else None
+
+
+def _wall_text(ratio: dict[str, float] | None) -> str:
+    if ratio is None:
+        return "wall time not logged"
+    return f"the trainings' wall time was {ratio['min']:.1f}-{ratio['max']:.1f}x their CPU time"
+
+
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
     s = summary["settings"]
     lines = [
@@ -155,8 +167,8 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         f"selected = best validation accuracy. Test accuracies are NB201's 200-epoch figures (%). "
         f"CPU seconds are process time with {summary['environment']['torch_threads']} torch thread on "
         f"{summary['environment']['platform']} ({summary['environment']['cpu_count']} cores shared with other jobs; "
-        f"load average {summary['environment']['load_average']} when this table was written, 7-17 while the "
-        "committed trainings ran, so wall time was 3-10x the CPU time).",
+        f"load average {summary['environment']['load_average']} when this table was written; "
+        f"{_wall_text(summary.get('wall_per_cpu'))}).",
         "",
         "| proxy | K | E | rho(val, test) | rho(proxy, test) | selected (rank) C10 / C100 / IN16 | proxy top-1 C10 / C100 / IN16 "
         "| best candidate (rank) C10 | CPU-s per candidate-epoch (mean / max) | stage CPU-s |",
@@ -247,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "full_network": full_rows,
         "total_cpu_seconds": round(sum(done[key]["cpu_seconds"] for key in used), 1),
+        "wall_per_cpu": wall_per_cpu([done[key] for key in used]),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
