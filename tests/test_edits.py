@@ -256,6 +256,59 @@ def test_the_schema_leaves_out_children_already_evaluated(name):
         assert edits.unseen_alternatives(parent, set()) == edits.alternatives(parent)
 
 
+@pytest.mark.parametrize("name", ["nb201", "darts"])
+def test_a_parent_is_exhausted_only_when_every_child_was_evaluated(name):
+    space, archs = parents(name, 2)
+    edits = edit_format(space)
+    for parent in archs:
+        children = {edits.apply(parent, e).id for e in every_edit(edits.alternatives(parent))}
+        assert edits.exhausted(parent, children)
+        assert edits.exhausted(parent, children | {parent.id, "unrelated"})
+        assert not edits.exhausted(parent, children - {next(iter(children))})
+        assert not edits.exhausted(parent, set())
+
+
+@pytest.fixture(scope="module")
+def redrawing_run(tmp_path_factory):
+    """150 iterations at population 3 with the params fitness: the largest cells stay and the
+    spy walks through all their children, so members run out of unseen children."""
+    out = tmp_path_factory.mktemp("redraw")
+    trials = run_with(out, EditSpy(), constrain_arch="on", reply_format="edit", iterations=150, population=3)
+    return trials, json.loads((out / "run" / "best_arch.json").read_text())["parent_redraws"]
+
+
+def test_a_parent_whose_children_were_all_evaluated_is_drawn_again(tmp_path, redrawing_run):
+    # once every child of a member is evaluated, its next child could only be a duplicate, so
+    # another member is drawn (measured: 4 duplicates of 150 without, 0 with)
+    on, redraws = redrawing_run
+    off = run_with(tmp_path / "off", EditSpy(), constrain_arch="on", reply_format="edit", iterations=150, population=3,
+                   redraw_exhausted=False)
+    assert [t.state for t in on if t.iteration > 0] == [TrialState.COMPLETE] * 150
+    assert redraws > 0
+    assert TrialState.DUPLICATE in {t.state for t in off}
+    assert json.loads((tmp_path / "off" / "run" / "best_arch.json").read_text())["parent_redraws"] == 0
+    # runs stored before the setting resume and replay as they ran
+    assert stored_settings({"reply_format": "edit", "exclude_evaluated": True})["redraw_exhausted"] is False
+
+
+def test_a_resumed_run_redraws_the_same_parents_and_keeps_the_count(tmp_path, redrawing_run):
+    from rznas.search.progress import Progress
+    from rznas.search.runner import SearchRun
+
+    straight, redraws = redrawing_run
+    run_with(tmp_path / "split", EditSpy(), constrain_arch="on", reply_format="edit", iterations=145, population=3)
+    # stopped after the first redraws (3 by iteration 145, 8 by 150): the count and the draws carry on
+    run = SearchRun.resume(tmp_path / "split" / "run", overrides={"iterations": 150}, client=EditSpy(),
+                           progress=Progress(enabled=False))
+    try:
+        run.run()
+        resumed = run.store.trials()
+    finally:
+        run.close()
+    assert [t.log_record() for t in resumed] == [t.log_record() for t in straight]
+    assert json.loads((tmp_path / "split" / "run" / "best_arch.json").read_text())["parent_redraws"] == redraws > 0
+
+
 @pytest.mark.parametrize("reply_format", ["edit", "arch"])
 def test_constrained_fused_reflection_requires_the_reflection_after_the_first_call(tmp_path, reply_format):
     # a small model skips an optional field: with it optional, SmolLM2 wrote no note in 5 of 5 calls

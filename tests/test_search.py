@@ -122,6 +122,23 @@ def test_selection_best_and_tournament():
         Evolution(NB201, selection="uniforn")
 
 
+def test_a_skipped_parent_is_drawn_again_at_most_once_per_member():
+    strategy = Evolution(NB201, population_size=5, iterations=50, seed=0)
+    fill(strategy)
+    banned = {m.id for m in strategy.population[:4]}
+    seen = []
+    for _ in range(20):
+        ask = strategy.ask(skip_parent=lambda m: m.id in banned)
+        seen.append((ask.parent.id, ask.redraws))
+        strategy.tell(ask, Outcome(TrialState.INVALID, None, reason="x"))
+    # a banned parent stands only after 5 redraws (one per member); all others were drawn anew
+    assert all(parent not in banned or redraws == 5 for parent, redraws in seen)
+    assert any(0 < redraws < 5 for _, redraws in seen) and strategy.population[4].id in {p for p, _ in seen}
+    # every member skipped: the last draw stands after one redraw per member
+    ask = strategy.ask(skip_parent=lambda m: True)
+    assert ask.redraws == 5 and ask.parent in strategy.population
+
+
 def test_same_seed_same_asks():
     def asks(seed):
         strategy = Evolution(NB201, population_size=4, iterations=6, seed=seed)

@@ -243,6 +243,8 @@ def write_report(
         "llm": config["llm"] if config["proposer"] == "llm" else None,
         "seed": config["seed"],
         "trials": len(rows),
+        # parents drawn again because every child of theirs was already evaluated (llm, edit replies)
+        "parent_redraws": int(store.meta("parent_redraws", 0)),
         "usage": store.usage(),
         "tokens": token_summary(store.llm_calls(), sum(1 for r in rows if r["iteration"] > 0)),
         "concurrency": config.get("concurrency", 1),

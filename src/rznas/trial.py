@@ -46,6 +46,8 @@ class Ask:
     iteration: int  # 0 = initial population, 1..T = evolution iterations
     arch: Architecture | None = None
     parent: Member | None = None
+    #: parents drawn before ``parent`` and skipped because every child of theirs was evaluated
+    redraws: int = 0
 
     @property
     def phase(self) -> str:

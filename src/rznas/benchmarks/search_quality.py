@@ -194,6 +194,8 @@ def collect_row(entry: PlanEntry, protocol: Protocol, run_dir: Path, command: st
         **protocol_of(entry, protocol),
         "evaluations": evaluations,
         "proposals": {"total": iterations, **{s: n for s, n in sorted(states.items())}},
+        # parents drawn again because all their children were evaluated (absent: runs before it)
+        "parent_redraws": best.get("parent_redraws", 0),
         "final_selection": best.get("final_selection"),
         "arch": best["arch"],
         "score": best.get("score"),

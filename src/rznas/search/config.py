@@ -97,6 +97,9 @@ class SearchConfig:
     # constrained edit replies may not lead to a cell the search already evaluated (a
     # duplicate is a wasted iteration); for parents with at most EXCLUDE_LIMIT edits
     exclude_evaluated: bool = True
+    # with exclude_evaluated, a drawn parent all of whose children were evaluated is drawn
+    # again (its child could only be a duplicate); the run counts the redraws
+    redraw_exhausted: bool = True
     mutate_max_tokens: int = 160
     reflect_max_tokens: int = 80
     max_reply_chars: int = 20_000

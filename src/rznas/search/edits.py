@@ -96,6 +96,24 @@ class EditFormat(ABC):
             kept += [{**{n: (v,) for n, v in zip(names, key)}, names[-1]: tuple(values)} for key, values in grouped.items()]
         return kept if kept else alternatives
 
+    def exhausted(self, parent: Architecture, exclude: Collection[str]) -> bool:
+        """True when every edit of ``parent`` leads to a cell in ``exclude`` or to no valid cell,
+        so that any child of it is a duplicate or invalid; False when the edits are too many to
+        enumerate (over EXCLUDE_LIMIT). Stops at the first edit to an unseen valid cell."""
+        if not exclude:
+            return False
+        alternatives = self.alternatives(parent)
+        if not _enumerable(alternatives):
+            return False
+        for alternative in alternatives:
+            for edit in edits_of(alternative):
+                try:
+                    if self.apply(parent, edit).id not in exclude:
+                        return False
+                except InvalidArchitecture:
+                    continue
+        return True
+
     def edit_between(self, parent: Architecture, child: Architecture) -> dict[str, Any] | None:
         """The enumerated edit that makes ``child`` of ``parent``; None when there is none or
         the edits are too many to enumerate (over EXCLUDE_LIMIT)."""

@@ -206,6 +206,16 @@ class LLMProposer:
             return Proposal(arch, thinking=thinking, raw=call.text, reflection=reflection)
         raise AssertionError("unreachable")
 
+    def parent_exhausted(self, parent: Architecture, evaluated: Collection[str]) -> bool:
+        """True when a constrained edit reply could only give a duplicate (or invalid) child of
+        ``parent``: every one of its edits leads to a cell in ``evaluated``. Always False for
+        whole-architecture replies and unconstrained backends, whose replies are not limited
+        to the enumerated edits."""
+        if self.reply_format != "edit" or not self.constrain:
+            return False
+        assert self.prompt.edits is not None
+        return self.prompt.edits.exhausted(parent, evaluated)
+
     def reply_schema(
         self, parent: Architecture, *, reflect: bool = False, evaluated: Collection[str] = ()
     ) -> dict[str, Any] | None:

@@ -96,11 +96,13 @@ def llm_proposer_options(c: SearchConfig, space: SearchSpace, options: PromptOpt
 def stored_settings(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored run's settings, completed for settings added since: runs stored before the
     reply format existed replied with whole architectures, so they resume and replay as "arch";
-    runs stored before ``exclude_evaluated`` resume and replay without it."""
+    runs stored before ``exclude_evaluated`` or ``redraw_exhausted`` resume and replay without it."""
     settings = dict(stored)
     settings.setdefault("reply_format", "arch")
     # runs stored before it existed sent every edit of the parent: they resume and replay so
     settings.setdefault("exclude_evaluated", False)
+    # runs stored before it kept a parent whose children were all evaluated: so they resume
+    settings.setdefault("redraw_exhausted", False)
     return settings
 
 
@@ -145,6 +147,7 @@ class Slot:
             "notes": [[n.id, n.text, n.credit] for n in self.notes],
             "previous": self.previous.to_json() if self.previous else None,
             "own_stream": self.own_stream,
+            "redraws": self.ask.redraws,
         }
 
     @classmethod
@@ -156,7 +159,7 @@ class Slot:
         arch = Architecture.from_json(data["arch"]) if data["arch"] else None
         return cls(
             seq,
-            Ask(number, int(data["iteration"]), arch=arch, parent=parent),
+            Ask(number, int(data["iteration"]), arch=arch, parent=parent, redraws=int(data.get("redraws", 0))),
             notes=[Note(int(i), str(t), int(c)) for i, t, c in data["notes"]],
             previous=PreviousOutcome.from_json(data["previous"]) if data.get("previous") else None,
             own_stream=bool(data.get("own_stream", False)),
@@ -314,6 +317,8 @@ class SearchRun:
                 )
             self.memory = ReflectionMemory(c.memory_recent, c.memory_useful, c.note_max_chars)
         self.uses_llm = bool(uses_llm)
+        #: parents drawn again because every child of theirs was evaluated (committed in meta)
+        self.parent_redraws = 0
         self._previous: PreviousOutcome | None = None  # the last finished mutation step (fused reflection)
         self._claims: dict[str, int] = {}  # arch id -> seq of the slot evaluating it
         self._next_seq = 0
@@ -432,6 +437,7 @@ class SearchRun:
                 spent["input_tokens"], spent["output_tokens"], spent["cost_usd"], calls=int(spent["calls"]),
                 unpriced_calls=int(spent["unpriced_calls"]),
             )
+        self.parent_redraws = int(self.store.meta("parent_redraws", 0))
         last = self.store.meta("last_outcome")
         self._previous = PreviousOutcome.from_json(last) if last else None
         pending = self.store.pending()
@@ -483,7 +489,7 @@ class SearchRun:
             exhausted = self._budget_stop()
             if exhausted:
                 return exhausted
-            ask = self.strategy.ask()
+            ask = self.strategy.ask(skip_parent=self._skip_parent)
             if ask is None:
                 return None
             slot = self._new_slot(ask, seq=-1)
@@ -623,7 +629,7 @@ class SearchRun:
             return self.strategy.ask(in_flight=len(initial), exclude=exclude)
         if initial:
             return None  # evolution starts once the initial population is settled
-        return self.strategy.ask(in_flight=len(flying))
+        return self.strategy.ask(in_flight=len(flying), skip_parent=self._skip_parent)
 
     def _new_slot(self, ask: Ask, *, seq: int) -> Slot:
         """A slot for ``ask`` with the notes and (fused) previous outcome it is asked with now."""
@@ -652,6 +658,14 @@ class SearchRun:
         if slot.own_stream:
             return (self.config.seed, "dispatch", slot.seq)
         return (self.config.seed, "trial", slot.ask.number)
+
+    def _skip_parent(self, parent: Member) -> bool:
+        """Whether the strategy draws another parent than ``parent``: with ``redraw_exhausted``,
+        when the constrained edit reply could only repeat an evaluated cell (see Evolution.ask)."""
+        c = self.config
+        if not (self.uses_llm and c.exclude_evaluated and c.redraw_exhausted):
+            return False
+        return bool(self.proposer.parent_exhausted(parent.arch, self.strategy.evaluated.keys()))  # type: ignore[attr-defined]
 
     # ---- the steps of one trial (shared by both loops) ---------------------------------
     def _propose(self, slot: Slot) -> None:
@@ -737,6 +751,8 @@ class SearchRun:
             notes_shown=tuple(n.id for n in slot.notes),
         )
         meta: dict[str, Any] = {}
+        if ask.redraws:
+            meta["parent_redraws"] = self.parent_redraws + ask.redraws
         if ask.parent is not None and self.fused:
             self._previous = previous_outcome(
                 ask.parent, self.space.encode(ask.parent.arch), proposal, outcome, slot.encoded
@@ -750,6 +766,7 @@ class SearchRun:
             pending_seq=slot.seq if slot.seq >= 0 else None,
             meta=meta,
         )
+        self.parent_redraws += ask.redraws
         self._apply(trial, slot.reflection[0] if slot.reflection else None)
         self._report(trial)
 

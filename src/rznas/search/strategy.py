@@ -91,14 +91,22 @@ class Evolution:
     def finished(self) -> bool:
         return not self.initialising and self.iteration >= self.iterations
 
-    def ask(self, *, in_flight: int = 0, exclude: Collection[str] = ()) -> Ask | None:
+    def ask(
+        self,
+        *,
+        in_flight: int = 0,
+        exclude: Collection[str] = (),
+        skip_parent: Callable[[Member], bool] | None = None,
+    ) -> Ask | None:
         """The next request: a random initial sample, a parent to mutate, or None when done.
 
         Concurrent search passes the number of asks ``in_flight`` (not yet told, all of the
         current phase) and the arch ids to avoid (``exclude``: samples being evaluated); then
         None may also mean "wait for a result". The number and iteration of such an ask are
         provisional: :meth:`stamp` sets them when it is told. With ``in_flight=0`` this is
-        the sequential ask.
+        the sequential ask. ``skip_parent``: a drawn parent for which it is true (every child
+        already evaluated) is drawn again, at most once per population member; the last draw
+        stands when all were skipped, and the ask records how many were.
         """
         if self.initialising:
             if len(self.population) + in_flight >= self.population_size:
@@ -114,7 +122,12 @@ class Evolution:
         if self.iteration + in_flight >= self.iterations:
             return None
         parent = self.select(self.population, self.rng, self.tournament_size)
-        return Ask(self.trials + in_flight, self.iteration + in_flight + 1, parent=parent)
+        redraws = 0
+        if skip_parent is not None:
+            while redraws < len(self.population) and skip_parent(parent):
+                redraws += 1
+                parent = self.select(self.population, self.rng, self.tournament_size)
+        return Ask(self.trials + in_flight, self.iteration + in_flight + 1, parent=parent, redraws=redraws)
 
     def stamp(self, ask: Ask) -> Ask:
         """``ask`` numbered as the next trial to tell (asks of a concurrent search finish in any order)."""
