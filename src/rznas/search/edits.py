@@ -102,32 +102,33 @@ class EditFormat(ABC):
         enumerate (over EXCLUDE_LIMIT). Stops at the first edit to an unseen valid cell."""
         if not exclude:
             return False
-        alternatives = self.alternatives(parent)
-        if not _enumerable(alternatives):
-            return False
-        for alternative in alternatives:
-            for edit in edits_of(alternative):
-                try:
-                    if self.apply(parent, edit).id not in exclude:
-                        return False
-                except InvalidArchitecture:
-                    continue
-        return True
+        children = self._valid_children(parent)
+        return children is not None and all(child.id in exclude for _, child in children)
 
     def edit_between(self, parent: Architecture, child: Architecture) -> dict[str, Any] | None:
         """The enumerated edit that makes ``child`` of ``parent``; None when there is none or
         the edits are too many to enumerate (over EXCLUDE_LIMIT)."""
+        children = self._valid_children(parent)
+        if children is None:
+            return None
+        return next((edit for edit, made in children if made.id == child.id), None)
+
+    def _valid_children(self, parent: Architecture) -> Iterator[tuple[dict[str, Any], Architecture]] | None:
+        """Every enumerated edit of ``parent`` with the child it makes, lazily, leaving out edits
+        that make no valid cell; None when the edits are too many to enumerate (EXCLUDE_LIMIT)."""
         alternatives = self.alternatives(parent)
         if not _enumerable(alternatives):
             return None
-        for alternative in alternatives:
-            for edit in edits_of(alternative):
-                try:
-                    if self.apply(parent, edit).id == child.id:
-                        return edit
-                except InvalidArchitecture:
-                    continue
-        return None
+
+        def children() -> Iterator[tuple[dict[str, Any], Architecture]]:
+            for alternative in alternatives:
+                for edit in edits_of(alternative):
+                    try:
+                        yield edit, self.apply(parent, edit)
+                    except InvalidArchitecture:
+                        continue
+
+        return children()
 
     def schema(self, parent: Architecture, exclude: Collection[str] = ()) -> dict[str, Any]:
         """JSON schema of exactly the edits that change ``parent`` (every field enumerated),
