@@ -202,7 +202,7 @@ def test_the_registry_driven_conformance_suites_pass_for_the_example_plugin(exam
     """The suites parametrised over SPACES / PROXIES pick the plug-in up and pass (run in a subprocess)."""
     selected = "tinychain or grad_l1 or scores_differ or shared_passes"
     result = run_python(
-        ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_space_conformance.py", "tests/test_proxies.py",
+        ["-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "tests/test_space_conformance.py", "tests/test_proxies.py",
          "tests/test_prompt.py", "-k", selected],
         extra_path=example_installed,
     )
