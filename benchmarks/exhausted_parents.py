@@ -89,13 +89,25 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def portable_command(runs: list[Path], out: Path) -> str:
+    """The command as a reader can rerun it: runs as ``RUNS/<name>``, ``--out`` relative to the repository."""
+    resolved = out.resolve()
+    shown_out = resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else out
+    return " ".join(
+        ["python benchmarks/exhausted_parents.py", *(f"RUNS/{run.resolve().name}" for run in runs), "--out", str(shown_out)]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each holding run.sqlite)")
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix (.json and .md are written)")
     args = parser.parse_args(argv)
     rows = [replay_run(run) for run in args.runs]
-    command = "python benchmarks/exhausted_parents.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = portable_command(args.runs, args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": rows}, indent=2) + "\n", encoding="utf-8")
     args.out.with_suffix(".md").write_text(markdown(rows, command), encoding="utf-8")
