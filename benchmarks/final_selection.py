@@ -3,7 +3,9 @@ better NB201 cell than the proxy's top-1, and at what CPU cost?
 
 The candidate sets are realistic ones: the top-K cells by each proxy among the committed
 N=1000 CIFAR-10 correlation samples (benchmarks/results/correlation/*cifar10-n1000*.jsonl,
-arch strings, scores and NB201 200-epoch accuracies). Every candidate is trained with the very
+arch strings, scores and NB201 200-epoch accuracies), or, with ``--candidates-from RUN_DIR``,
+the very K cells the stage would train after that finished NB201 search (its store's trials,
+ranked by ``top_candidates``, the stage's own function). Every candidate is trained with the very
 code the search stage uses (rznas.search.final_selection.train_candidate: the registered
 recipe, the training loop, held-out images of CIFAR-10's training split). Reported per
 (proxy, K, E): the Spearman rho of the short-training validation accuracy with the 200-epoch
@@ -17,6 +19,11 @@ as it finishes, so an interrupted run resumes without retraining.
         --proxies synflow,zico --top 10 --epochs 1,2 --train-images 5000 --val-images 2000 \
         --batch-size 128 --space-option cells_per_stage=1 --full-network-check 1 \
         --out benchmarks/results/final_selection
+
+    RZNAS_DATA_DIR=../shared/data python benchmarks/final_selection.py --top 5 --epochs 2,8 \
+        --candidates-from RUNS/synflow-random-seed0 --candidates-from RUNS/zico-random-seed0 \
+        --train-images 5000 --val-images 2000 --batch-size 128 --space-option cells_per_stage=1 \
+        --out benchmarks/results/final_selection_search
 """
 from __future__ import annotations
 
@@ -35,7 +42,8 @@ import torch
 from scipy import stats
 
 from rznas.benchmarks.nb201_table import open_nb201
-from rznas.search.final_selection import FinalSelectionSettings, choose, train_candidate
+from rznas.run_reader import RunReader
+from rznas.search.final_selection import FinalSelectionSettings, choose, top_candidates, train_candidate
 from rznas.trial import Trial, TrialState
 from rznas.spaces import get_space
 
@@ -62,6 +70,27 @@ def top_cells(cells: dict[str, dict[str, Any]], proxy: str, k: int) -> list[str]
     """The k best cells by ``proxy`` (ties: arch string), as the search's top_candidates ranks trials."""
     scored = [(arch, c["scores"][proxy]) for arch, c in cells.items() if proxy in c["scores"]]
     return [arch for arch, _ in sorted(scored, key=lambda x: (-x[1], x[0]))[:k]]
+
+
+def load_run_cells(run_dir: Path, k: int, table: Any) -> tuple[str, list[str], dict[str, dict[str, Any]]]:
+    """A finished search's candidate set: (label, the stage's top-k arch strings, their cells).
+
+    The label names the run's fitness and the run; the cells have the shape of
+    :func:`load_scored_cells` (score under the label, NB201 200-epoch CIFAR-10 test %)."""
+    with RunReader(run_dir) as reader:
+        config = reader.config()
+        trials = reader.trials()
+    if config.get("space", "nb201") != "nb201":
+        raise SystemExit(f"{run_dir}: final selection is measured on NB201 runs only (space {config.get('space')!r})")
+    label = f"{config['proxy']} ({run_dir.name})"
+    chosen = top_candidates(trials, k)
+    if len(chosen) < k:
+        raise SystemExit(f"{run_dir}: only {len(chosen)} distinct complete cells, fewer than --top {k}")
+    cells = {
+        t.encoded: {"scores": {label: float(t.score)}, "test_acc": table.lookup(t.arch, "cifar10").test_acc}  # type: ignore[arg-type]
+        for t in chosen
+    }
+    return label, [t.encoded for t in chosen], cells
 
 
 def settings_for(args: argparse.Namespace, epochs: int, space_options: dict[str, Any]) -> FinalSelectionSettings:
@@ -106,10 +135,17 @@ def train(arch_text: str, score: float, settings: FinalSelectionSettings, data: 
     return row
 
 
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Spearman rho rounded to 3 places; None where it is undefined (a constant list)."""
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return round(float(stats.spearmanr(a, b).statistic), 3)
+
+
 def evaluate_set(proxy: str, k: int, epochs: int, archs: list[str], cells: dict[str, dict[str, Any]],
                  rows: dict[str, dict[str, Any]], table: Any) -> dict[str, Any]:
     """Quality of the choice among the top-k cells of ``proxy`` trained for ``epochs``."""
-    candidates = archs[:k]
+    candidates = archs[:k]  # ranked best first
     val = [rows[a]["val_acc"] for a in candidates]
     test = [cells[a]["test_acc"] for a in candidates]
     score = [cells[a]["scores"][proxy] for a in candidates]
@@ -129,8 +165,8 @@ def evaluate_set(proxy: str, k: int, epochs: int, archs: list[str], cells: dict[
     cpu = [rows[a]["cpu_seconds"] / epochs for a in candidates]
     return {
         "proxy": proxy, "top": k, "epochs": epochs,
-        "spearman_val_vs_test": round(float(stats.spearmanr(val, test).statistic), 3),
-        "spearman_proxy_vs_test": round(float(stats.spearmanr(score, test).statistic), 3),
+        "spearman_val_vs_test": spearman(val, test),
+        "spearman_proxy_vs_test": spearman(score, test),
         "selected": {"arch": chosen.arch, "rank": chosen.rank, "test_acc": accuracies(chosen.arch)},
         "proxy_top1": {"arch": candidates[0], "test_acc": accuracies(candidates[0])},
         "best_candidate": {"arch": best, "rank": candidates.index(best) + 1, "test_acc": accuracies(best)},
@@ -153,6 +189,18 @@ def _wall_text(ratio: dict[str, float] | None) -> str:
     return f"the trainings' wall time was {ratio['min']:.1f}-{ratio['max']:.1f}x their CPU time"
 
 
+def _rho_text(rho: float | None) -> str:
+    return "-" if rho is None else f"{rho:+.2f}"
+
+
+def candidates_text(summary: dict[str, Any]) -> str:
+    """Where the candidate sets came from, for the table's header."""
+    if summary.get("candidate_runs"):
+        return ("the top-K cells of each finished NB201 search (the cells `rznas search --final-train-top K` trains "
+                "after it: distinct complete trials by fitness), runs " + ", ".join(f"`{r}`" for r in summary["candidate_runs"]))
+    return f"the top-K cells by each proxy among the {summary['cells']} committed N=1000 CIFAR-10 correlation samples"
+
+
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
     s = summary["settings"]
     lines = [
@@ -160,8 +208,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         "",
         f"Command: `{summary['command']}` (with `RZNAS_DATA_DIR` pointing at the shared data).",
         "",
-        f"Candidates: the top-K cells by each proxy among the {summary['cells']} committed N=1000 CIFAR-10 "
-        f"correlation samples. Each trained with recipe `{s['recipe']}` for E epochs (batch {s['batch_size']}, "
+        f"Candidates: {candidates_text(summary)}. Each trained with recipe `{s['recipe']}` for E epochs (batch {s['batch_size']}, "
         f"seed {s['seed']}, space options {s['space_options'] or 'none (the benchmark network)'}) on "
         f"{s['train_images']} CIFAR-10 training images, validated on {s['val_images']} other training images; "
         f"selected = best validation accuracy. Test accuracies are NB201's 200-epoch figures (%). "
@@ -177,8 +224,8 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
     fmt = lambda acc: " / ".join(f"{acc[d]:.2f}" for d in DATASETS)  # noqa: E731
     for r in summary["results"]:
         lines.append(
-            f"| {r['proxy']} | {r['top']} | {r['epochs']} | {r['spearman_val_vs_test']:+.2f} | "
-            f"{r['spearman_proxy_vs_test']:+.2f} | {fmt(r['selected']['test_acc'])} ({r['selected']['rank']}) | "
+            f"| {r['proxy']} | {r['top']} | {r['epochs']} | {_rho_text(r['spearman_val_vs_test'])} | "
+            f"{_rho_text(r['spearman_proxy_vs_test'])} | {fmt(r['selected']['test_acc'])} ({r['selected']['rank']}) | "
             f"{fmt(r['proxy_top1']['test_acc'])} | {r['best_candidate']['test_acc']['cifar10']:.2f} "
             f"({r['best_candidate']['rank']}) | {r['cpu_seconds_per_candidate_epoch']['mean']:.0f} / "
             f"{r['cpu_seconds_per_candidate_epoch']['max']:.0f} | {r['stage_cpu_seconds']:.0f} |"
@@ -192,6 +239,12 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
                          f"{row['reduced_cpu_seconds']:.0f} |")
     lines += ["", f"Total CPU time of the trainings in this file: {summary['total_cpu_seconds'] / 60:.1f} CPU-minutes.", ""]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def portable_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """The arguments as a reader reruns them: each ``--candidates-from`` run as ``RUNS/<name>``."""
+    runs = {r: f"RUNS/{Path(r).resolve().name}" for r in args.candidates_from}
+    return [runs.get(a, a) for a in argv]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -209,6 +262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also train the first N cells of the first proxy's set on the benchmark network (E=1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--correlation", default=CORRELATION_GLOB)
+    parser.add_argument("--candidates-from", action="append", default=[], metavar="RUN_DIR",
+                        help="take the candidate set from this finished NB201 search instead (repeatable; --proxies unused)")
     parser.add_argument("--out", default="benchmarks/results/final_selection")
     return parser.parse_args(argv)
 
@@ -223,10 +278,20 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".jsonl")
     done = read_log(log)
-    cells = load_scored_cells(args.correlation)
-    proxies = [p for p in args.proxies.split(",") if p]
+    table = open_nb201(None)
+    if args.candidates_from:
+        cells, sets = {}, {}
+        for run_dir in args.candidates_from:
+            label, archs, run_cells = load_run_cells(Path(run_dir), args.top, table)
+            sets[label] = archs
+            for arch, cell in run_cells.items():
+                cells.setdefault(arch, {"scores": {}, "test_acc": cell["test_acc"]})["scores"].update(cell["scores"])
+        proxies = list(sets)
+    else:
+        cells = load_scored_cells(args.correlation)
+        proxies = [p for p in args.proxies.split(",") if p]
+        sets = {p: top_cells(cells, p, args.top) for p in proxies}
     epoch_values = [int(e) for e in args.epochs.split(",")]
-    sets = {p: top_cells(cells, p, args.top) for p in proxies}
     order = list(dict.fromkeys(a for p in proxies for a in sets[p]))  # each cell once per E
     load = round(__import__("os").getloadavg()[0], 2)
     rows_by_e: dict[int, dict[str, dict[str, Any]]] = {}
@@ -244,14 +309,14 @@ def main(argv: list[str] | None = None) -> int:
             row = train(arch, cells[arch]["scores"][proxies[0]], settings, data, log, done)
             full_rows.append({"arch": arch, "val_acc": row["val_acc"], "cpu_seconds": row["cpu_seconds"],
                               "reduced_cpu_seconds": reduced[arch]["cpu_seconds"] if arch in reduced else float("nan")})
-    table = open_nb201(None)
     ks = sorted({min(5, args.top), args.top})
     results = [evaluate_set(p, k, e, sets[p], cells, rows_by_e[e], table) for p in proxies for k in ks for e in epoch_values]
     used = {(settings_for(args, e, space_options).key, a) for e in epoch_values for a in order}
     used |= {(settings_for(args, 1, {}).key, r["arch"]) for r in full_rows}
     summary = {
-        "command": "python benchmarks/final_selection.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/final_selection.py " + shlex.join(portable_argv(sys.argv[1:] if argv is None else argv, args)),
         "cells": len(cells),
+        "candidate_runs": [f"RUNS/{Path(r).resolve().name}" for r in args.candidates_from],
         "settings": {k: v for k, v in settings_for(args, 1, space_options).to_dict().items() if k not in ("epochs", "top")},
         "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                         "platform": platform.platform(terse=True), "cpu_count": __import__("os").cpu_count(),

@@ -128,6 +128,35 @@ def test_tiny_search_with_final_selection_end_to_end(tmp_path, data_dir, capsys)
 
 
 @pytest.mark.slow
+def test_the_benchmark_trains_the_candidates_the_stage_trained(tmp_path, data_dir, monkeypatch):
+    """benchmarks/final_selection.py --candidates-from RUN measures what the search's stage did."""
+    import importlib.util
+
+    from .conftest import REPO_ROOT
+
+    out = tmp_path / "run"
+    assert main(["search", *TINY, "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    selection = json.loads((out / "best_arch.json").read_text())["selection"]
+    spec = importlib.util.spec_from_file_location("final_selection_bench", REPO_ROOT / "benchmarks" / "final_selection.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    monkeypatch.setenv("RZNAS_DATA_DIR", str(data_dir))
+    result_path = tmp_path / "bench" / "fs"
+    assert bench.main(["--top", "2", "--epochs", "1", "--candidates-from", str(out), "--train-images", "256",
+                       "--val-images", "128", "--batch-size", "64", "--space-option", "cells_per_stage=1",
+                       "--out", str(result_path)]) == 0
+    summary = json.loads(result_path.with_suffix(".json").read_text())
+    assert summary["candidate_runs"] == ["RUNS/run"] and "--candidates-from RUNS/run" in summary["command"]
+    (row,) = summary["results"]
+    candidates = selection["candidates"]
+    assert row["proxy"] == "params (run)" and row["top"] == 2 and row["epochs"] == 1
+    assert row["proxy_top1"]["arch"] == candidates[0]["encoded"]
+    # same cells, same settings, same training code: the same validation accuracies and the same pick
+    assert row["val_acc"] == [round(c["val_acc"], 2) for c in candidates]
+    assert row["selected"]["arch"] == selection["selected"]["encoded"]
+
+
+@pytest.mark.slow
 def test_a_run_killed_during_final_selection_resumes_without_retraining(tmp_path, data_dir, monkeypatch):
     real = final_selection.train_candidate
     trained: list[str] = []
