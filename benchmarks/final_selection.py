@@ -72,25 +72,38 @@ def top_cells(cells: dict[str, dict[str, Any]], proxy: str, k: int) -> list[str]
     return [arch for arch, _ in sorted(scored, key=lambda x: (-x[1], x[0]))[:k]]
 
 
-def load_run_cells(run_dir: Path, k: int, table: Any) -> tuple[str, list[str], dict[str, dict[str, Any]]]:
-    """A finished search's candidate set: (label, the stage's top-k arch strings, their cells).
-
-    The label names the run's fitness and the run; the cells have the shape of
-    :func:`load_scored_cells` (score under the label, NB201 200-epoch CIFAR-10 test %)."""
+def load_run_candidates(run_dir: Path, k: int) -> tuple[str, list[tuple[str, float, Any]]]:
+    """A finished NB201 search's fitness name and the stage's top-k candidates as (arch string, score, arch)."""
     with RunReader(run_dir) as reader:
         config = reader.config()
         trials = reader.trials()
     if config.get("space", "nb201") != "nb201":
         raise SystemExit(f"{run_dir}: final selection is measured on NB201 runs only (space {config.get('space')!r})")
-    label = f"{config['proxy']} ({run_dir.name})"
     chosen = top_candidates(trials, k)
     if len(chosen) < k:
         raise SystemExit(f"{run_dir}: only {len(chosen)} distinct complete cells, fewer than --top {k}")
-    cells = {
-        t.encoded: {"scores": {label: float(t.score)}, "test_acc": table.lookup(t.arch, "cifar10").test_acc}  # type: ignore[arg-type]
-        for t in chosen
-    }
-    return label, [t.encoded for t in chosen], cells
+    return config["proxy"], [(t.encoded, float(t.score), t.arch) for t in chosen]  # type: ignore[arg-type]
+
+
+def run_candidate_sets(run_dirs: list[Path], k: int, table: Any) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Candidate sets of finished searches, one per distinct (fitness, ranked cells): runs that would
+    train the same cells in the same order share one set, labelled with all their names.
+
+    Returns (label -> ranked arch strings, cells in the shape of :func:`load_scored_cells`)."""
+    groups: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+    for run_dir in run_dirs:
+        proxy, ranked = load_run_candidates(run_dir, k)
+        group = groups.setdefault((proxy, tuple(a for a, _, _ in ranked)), {"runs": [], "ranked": ranked})
+        group["runs"].append(run_dir.resolve().name)
+    sets: dict[str, list[str]] = {}
+    cells: dict[str, dict[str, Any]] = {}
+    for (proxy, archs), group in groups.items():
+        label = f"{proxy} ({', '.join(group['runs'])})"
+        sets[label] = list(archs)
+        for arch_text, score, arch in group["ranked"]:
+            cell = cells.setdefault(arch_text, {"scores": {}, "test_acc": table.lookup(arch, "cifar10").test_acc})
+            cell["scores"][label] = score
+    return sets, cells
 
 
 def settings_for(args: argparse.Namespace, epochs: int, space_options: dict[str, Any]) -> FinalSelectionSettings:
@@ -197,7 +210,7 @@ def candidates_text(summary: dict[str, Any]) -> str:
     """Where the candidate sets came from, for the table's header."""
     if summary.get("candidate_runs"):
         return ("the top-K cells of each finished NB201 search (the cells `rznas search --final-train-top K` trains "
-                "after it: distinct complete trials by fitness), runs " + ", ".join(f"`{r}`" for r in summary["candidate_runs"]))
+                "after it: distinct complete trials by fitness; runs with the same ranked cells share a row), runs " + ", ".join(f"`{r}`" for r in summary["candidate_runs"]))
     return f"the top-K cells by each proxy among the {summary['cells']} committed N=1000 CIFAR-10 correlation samples"
 
 
@@ -280,12 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     done = read_log(log)
     table = open_nb201(None)
     if args.candidates_from:
-        cells, sets = {}, {}
-        for run_dir in args.candidates_from:
-            label, archs, run_cells = load_run_cells(Path(run_dir), args.top, table)
-            sets[label] = archs
-            for arch, cell in run_cells.items():
-                cells.setdefault(arch, {"scores": {}, "test_acc": cell["test_acc"]})["scores"].update(cell["scores"])
+        sets, cells = run_candidate_sets([Path(r) for r in args.candidates_from], args.top, table)
         proxies = list(sets)
     else:
         cells = load_scored_cells(args.correlation)

@@ -131,6 +131,7 @@ def test_tiny_search_with_final_selection_end_to_end(tmp_path, data_dir, capsys)
 def test_the_benchmark_trains_the_candidates_the_stage_trained(tmp_path, data_dir, monkeypatch):
     """benchmarks/final_selection.py --candidates-from RUN measures what the search's stage did."""
     import importlib.util
+    import shutil
 
     from .conftest import REPO_ROOT
 
@@ -142,14 +143,16 @@ def test_the_benchmark_trains_the_candidates_the_stage_trained(tmp_path, data_di
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
     monkeypatch.setenv("RZNAS_DATA_DIR", str(data_dir))
     result_path = tmp_path / "bench" / "fs"
-    assert bench.main(["--top", "2", "--epochs", "1", "--candidates-from", str(out), "--train-images", "256",
+    shutil.copytree(out, tmp_path / "copy")  # a second run with the same candidates shares their row
+    assert bench.main(["--top", "2", "--epochs", "1", "--candidates-from", str(out), "--candidates-from",
+                       str(tmp_path / "copy"), "--train-images", "256",
                        "--val-images", "128", "--batch-size", "64", "--space-option", "cells_per_stage=1",
                        "--out", str(result_path)]) == 0
     summary = json.loads(result_path.with_suffix(".json").read_text())
-    assert summary["candidate_runs"] == ["RUNS/run"] and "--candidates-from RUNS/run" in summary["command"]
+    assert summary["candidate_runs"] == ["RUNS/run", "RUNS/copy"] and "--candidates-from RUNS/run" in summary["command"]
     (row,) = summary["results"]
     candidates = selection["candidates"]
-    assert row["proxy"] == "params (run)" and row["top"] == 2 and row["epochs"] == 1
+    assert row["proxy"] == "params (run, copy)" and row["top"] == 2 and row["epochs"] == 1
     assert row["proxy_top1"]["arch"] == candidates[0]["encoded"]
     # same cells, same settings, same training code: the same validation accuracies and the same pick
     assert row["val_acc"] == [round(c["val_acc"], 2) for c in candidates]
