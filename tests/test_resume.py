@@ -122,6 +122,36 @@ def test_sigkill_at_a_random_iteration_then_resume_gives_the_same_log(tmp_path, 
     assert best["arch"] is not None and best["trials"] == POPULATION + ITERATIONS
 
 
+def test_sigterm_stops_a_search_like_ctrl_c_and_the_run_resumes(tmp_path, reference):
+    """kill / docker stop / a scheduler's preemption: the store records an interrupted run, not a cut-off one."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(repo=str(REPO)))
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(driver), *ARGS, "--llm", "scripted:test-mutator", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONHASHSEED": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while committed_trials(out) < POPULATION + 2:
+        assert process.poll() is None, f"driver ended early: {process.stderr.read().decode()[-2000:]}"
+        assert time.monotonic() < deadline, "driver too slow"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err.decode()[-2000:]
+    assert "rznas: terminated (SIGTERM)" in err.decode()
+    store = RunStore.open(out)
+    try:
+        assert store.meta("status") == "interrupted"
+        assert f"rznas search --resume {out}" in store.meta("status_reason")
+    finally:
+        store.close()
+    register_mutator("test-mutator")
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0
+    resumed = run_log(out)
+    assert resumed["trials"] == reference["trials"] and resumed["status"] == "finished"
+
+
 def test_crash_inside_an_iteration_repeats_no_paid_call(tmp_path, reference):
     """The mutation reply of the crashed iteration was cached; the resumed run reuses it."""
     crashed = {"done": False}

@@ -102,6 +102,44 @@ def test_an_interrupted_run_is_resumed_and_a_failed_one_reported(tmp_path):
         failing.run([entry])
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_bench_stops_its_running_search_cleanly(tmp_path, nb201_env):
+    """The bench forwards the stop to its child search, whose store then says 'interrupted' (resumable),
+    instead of leaving it running on its own or killing it mid-trial."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rznas.store import writer_alive
+
+    from .test_resume import committed_trials
+
+    run_dir = tmp_path / "runs" / "params-random-seed0"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rznas", "bench", "search-quality", "--proxies", "params", "--proposers", "random",
+         "--seeds", "0,1", "--population", "4", "--iterations", "1000000", "--data", "gaussian",
+         "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "table")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while committed_trials(run_dir) < 20:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "search too slow"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, err.decode()[-2000:]
+    assert writer_alive(run_dir) is False  # the child search is gone too
+    assert sq.read_store(run_dir)["status"] == "interrupted" and sq.run_state(run_dir) == "started"
+    assert not (tmp_path / "runs" / "params-random-seed1").exists()  # no further run was started
+
+
 def test_plan_and_flag_errors(tmp_path):
     with pytest.raises(ConfigError, match="duplicates"):
         sq.make_plan(["zico", "zico"], ["random"], [0])

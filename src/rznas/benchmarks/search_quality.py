@@ -242,7 +242,44 @@ class Runner:
     # this interpreter's rznas (the recorded commands say `rznas`, what a user types)
     executable: tuple[str, ...] = (sys.executable, "-m", "rznas")
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
-    launch: Callable[[list[str]], int] = field(default=lambda command: subprocess.run(command).returncode)
+    #: runs one search command and returns its exit status; None: a child process of this one
+    #: (stopped with it on an interrupt, see :meth:`stop_children`)
+    launch: Callable[[list[str]], int] | None = None
+    _children: set[subprocess.Popen] = field(default_factory=set, init=False, repr=False)
+    _children_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _launch_child(self, command: list[str]) -> int:
+        process = subprocess.Popen(command)
+        with self._children_lock:
+            self._children.add(process)
+        try:
+            return process.wait()
+        finally:
+            with self._children_lock:
+                self._children.discard(process)
+
+    def stop_children(self, grace: float = 5.0, timeout: float = 60.0) -> None:
+        """Stop the searches still running after an interrupt of this process, as Ctrl-C would, so
+        that each store records an interrupted run that a rerun resumes.
+
+        Ctrl-C in a terminal reaches the children too: they get ``grace`` seconds to stop by
+        themselves; the rest (this process alone got SIGTERM, or its Ctrl-C) get SIGTERM, which
+        ``rznas search`` handles like Ctrl-C, and are killed if they have not stopped after ``timeout``."""
+        with self._children_lock:
+            children = list(self._children)
+        deadline = time.monotonic() + grace
+        for process in children:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in children:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def run_entry(self, entry: PlanEntry) -> str:
         """Make ``entry``'s run finished; returns what was done ('skipped', 'resumed', 'started')."""
@@ -257,7 +294,7 @@ class Runner:
         )
         self.log("$ " + shlex.join(command))
         start = time.perf_counter()
-        code = self.launch(command)
+        code = (self.launch or self._launch_child)(command)
         if code != 0:
             raise DataError(f"{entry.name}: `{shlex.join(command)}` exited with status {code}; rerun to resume it")
         self.log(f"{entry.name}: done in {time.perf_counter() - start:.0f} s")
@@ -279,11 +316,16 @@ class Runner:
             return what
 
         with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:
-            for entry, future in [(e, pool.submit(one, e)) for e in entries]:
-                try:
-                    done[entry.name] = future.result()
-                except DataError as exc:
-                    errors.append(str(exc))
+            try:
+                for entry, future in [(e, pool.submit(one, e)) for e in entries]:
+                    try:
+                        done[entry.name] = future.result()
+                    except DataError as exc:
+                        errors.append(str(exc))
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: start no other run, stop the running ones cleanly
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.stop_children()
+                raise
         if errors:
             raise DataError("; ".join(errors))
         return done
