@@ -106,10 +106,10 @@ def run_candidate_sets(run_dirs: list[Path], k: int, table: Any) -> tuple[dict[s
     return sets, cells
 
 
-def settings_for(args: argparse.Namespace, epochs: int, space_options: dict[str, Any]) -> FinalSelectionSettings:
+def settings_for(args: argparse.Namespace, epochs: int, space_options: dict[str, Any], seed: int) -> FinalSelectionSettings:
     return FinalSelectionSettings(
         top=args.top, epochs=epochs, dataset="cifar10", train_images=args.train_images, val_images=args.val_images,
-        batch_size=args.batch_size, recipe=args.recipe, seed=args.seed, space_options=space_options, device="cpu",
+        batch_size=args.batch_size, recipe=args.recipe, seed=seed, space_options=space_options, device="cpu",
     )
 
 
@@ -155,9 +155,9 @@ def spearman(a: list[float], b: list[float]) -> float | None:
     return round(float(stats.spearmanr(a, b).statistic), 3)
 
 
-def evaluate_set(proxy: str, k: int, epochs: int, archs: list[str], cells: dict[str, dict[str, Any]],
+def evaluate_set(proxy: str, k: int, epochs: int, seed: int, archs: list[str], cells: dict[str, dict[str, Any]],
                  rows: dict[str, dict[str, Any]], table: Any) -> dict[str, Any]:
-    """Quality of the choice among the top-k cells of ``proxy`` trained for ``epochs``."""
+    """Quality of the choice among the top-k cells of ``proxy`` trained for ``epochs`` with training seed ``seed``."""
     candidates = archs[:k]  # ranked best first
     val = [rows[a]["val_acc"] for a in candidates]
     test = [cells[a]["test_acc"] for a in candidates]
@@ -177,7 +177,7 @@ def evaluate_set(proxy: str, k: int, epochs: int, archs: list[str], cells: dict[
     best = max(candidates, key=lambda a: cells[a]["test_acc"])
     cpu = [rows[a]["cpu_seconds"] / epochs for a in candidates]
     return {
-        "proxy": proxy, "top": k, "epochs": epochs,
+        "proxy": proxy, "top": k, "epochs": epochs, "seed": seed,
         "spearman_val_vs_test": spearman(val, test),
         "spearman_proxy_vs_test": spearman(score, test),
         "selected": {"arch": chosen.arch, "rank": chosen.rank, "test_acc": accuracies(chosen.arch)},
@@ -202,6 +202,14 @@ def _wall_text(ratio: dict[str, float] | None) -> str:
     return f"the trainings' wall time was {ratio['min']:.1f}-{ratio['max']:.1f}x their CPU time"
 
 
+def seed_groups(results: list[dict[str, Any]]) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
+    """The results per (candidate set, K, E), one entry per training seed."""
+    groups: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["proxy"], r["top"], r["epochs"]), []).append(r)
+    return groups
+
+
 def _rho_text(rho: float | None) -> str:
     return "-" if rho is None else f"{rho:+.2f}"
 
@@ -216,13 +224,14 @@ def candidates_text(summary: dict[str, Any]) -> str:
 
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
     s = summary["settings"]
+    several = len(summary["seeds"]) > 1  # a seed column, and how often each setting picked well
     lines = [
         "# Final selection on NB201: short training of the proxy's top-K cells",
         "",
         f"Command: `{summary['command']}` (with `RZNAS_DATA_DIR` pointing at the shared data).",
         "",
         f"Candidates: {candidates_text(summary)}. Each trained with recipe `{s['recipe']}` for E epochs (batch {s['batch_size']}, "
-        f"seed {s['seed']}, space options {s['space_options'] or 'none (the benchmark network)'}) on "
+        f"seed {', '.join(str(x) for x in summary['seeds'])}, space options {s['space_options'] or 'none (the benchmark network)'}) on "
         f"{s['train_images']} CIFAR-10 training images, validated on {s['val_images']} other training images; "
         f"selected = best validation accuracy. Test accuracies are NB201's 200-epoch figures (%). "
         f"CPU seconds are process time with {summary['environment']['torch_threads']} torch thread on "
@@ -230,19 +239,30 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         f"load average {summary['environment']['load_average']} when this table was written; "
         f"{_wall_text(summary.get('wall_per_cpu'))}).",
         "",
-        "| proxy | K | E | rho(val, test) | rho(proxy, test) | selected (rank) C10 / C100 / IN16 | proxy top-1 C10 / C100 / IN16 "
+        f"| proxy | K | E |{' seed |' if several else ''} rho(val, test) | rho(proxy, test) | selected (rank) C10 / C100 / IN16 | proxy top-1 C10 / C100 / IN16 "
         "| best candidate (rank) C10 | CPU-s per candidate-epoch (mean / max) | stage CPU-s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if several else ""),
     ]
     fmt = lambda acc: " / ".join(f"{acc[d]:.2f}" for d in DATASETS)  # noqa: E731
     for r in summary["results"]:
+        seed_cell = f" {r['seed']} |" if several else ""
         lines.append(
-            f"| {r['proxy']} | {r['top']} | {r['epochs']} | {_rho_text(r['spearman_val_vs_test'])} | "
+            f"| {r['proxy']} | {r['top']} | {r['epochs']} |{seed_cell} "
+            f"{_rho_text(r['spearman_val_vs_test'])} | "
             f"{_rho_text(r['spearman_proxy_vs_test'])} | {fmt(r['selected']['test_acc'])} ({r['selected']['rank']}) | "
             f"{fmt(r['proxy_top1']['test_acc'])} | {r['best_candidate']['test_acc']['cifar10']:.2f} "
             f"({r['best_candidate']['rank']}) | {r['cpu_seconds_per_candidate_epoch']['mean']:.0f} / "
             f"{r['cpu_seconds_per_candidate_epoch']['max']:.0f} | {r['stage_cpu_seconds']:.0f} |"
         )
+    if several:
+        lines += ["", f"Over the {len(summary['seeds'])} training seeds:", "",
+                  "| proxy | K | E | best candidate picked | proxy top-1 kept | selected, mean C10 / C100 / IN16 |",
+                  "|---|---|---|---|---|---|"]
+        for (proxy, k, epochs), group in seed_groups(summary["results"]).items():
+            mean = {d: statistics.mean(r["selected"]["test_acc"][d] for r in group) for d in DATASETS}
+            best = sum(r["selected"]["arch"] == r["best_candidate"]["arch"] for r in group)
+            kept = sum(r["selected"]["rank"] == 1 for r in group)
+            lines.append(f"| {proxy} | {k} | {epochs} | {best} of {len(group)} | {kept} of {len(group)} | {fmt(mean)} |")
     if summary.get("full_network"):
         lines += ["", "The benchmark network itself (5 cells per stage, no space options), E=1, same data:", "",
                   "| cell | val % | CPU-s per epoch | reduced network's CPU-s per epoch |", "|---|---|---|---|"]
@@ -269,7 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--recipe", default="quick")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", default="0", help="training seed(s), comma-separated (the stage's --final-seed): "
+                        "split, data order and initialisation")
     parser.add_argument("--space-option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--full-network-check", type=int, default=0, metavar="N",
                         help="also train the first N cells of the first proxy's set on the benchmark network (E=1)")
@@ -300,32 +321,37 @@ def main(argv: list[str] | None = None) -> int:
         proxies = [p for p in args.proxies.split(",") if p]
         sets = {p: top_cells(cells, p, args.top) for p in proxies}
     epoch_values = [int(e) for e in args.epochs.split(",")]
-    order = list(dict.fromkeys(a for p in proxies for a in sets[p]))  # each cell once per E
+    seeds = [int(x) for x in str(args.seed).split(",")]
+    order = list(dict.fromkeys(a for p in proxies for a in sets[p]))  # each cell once per (E, seed)
     load = round(__import__("os").getloadavg()[0], 2)
-    rows_by_e: dict[int, dict[str, dict[str, Any]]] = {}
-    for epochs in epoch_values:  # every cell at E=1 first, so a partial run is already useful
-        settings = settings_for(args, epochs, space_options)
-        data = settings.load_data(None)
-        best_score = {a: max(cells[a]["scores"].get(p, float("-inf")) for p in proxies) for a in order}
-        rows_by_e[epochs] = {a: train(a, best_score[a], settings, data, log, done) for a in order}
+    rows_by: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    best_score = {a: max(cells[a]["scores"].get(p, float("-inf")) for p in proxies) for a in order}
+    for seed in seeds:  # the first seed at every E first, so a partial run is already useful
+        for epochs in epoch_values:  # every cell at the smallest E first
+            settings = settings_for(args, epochs, space_options, seed)
+            data = settings.load_data(None)
+            rows_by[(epochs, seed)] = {a: train(a, best_score[a], settings, data, log, done) for a in order}
     full_rows = []
     if args.full_network_check:
-        settings = settings_for(args, 1, {})
+        settings = settings_for(args, 1, {}, seeds[0])
         data = settings.load_data(None)
-        reduced = rows_by_e.get(1, {})
+        reduced = rows_by.get((1, seeds[0]), {})
         for arch in sets[proxies[0]][: args.full_network_check]:
             row = train(arch, cells[arch]["scores"][proxies[0]], settings, data, log, done)
             full_rows.append({"arch": arch, "val_acc": row["val_acc"], "cpu_seconds": row["cpu_seconds"],
                               "reduced_cpu_seconds": reduced[arch]["cpu_seconds"] if arch in reduced else float("nan")})
     ks = sorted({min(5, args.top), args.top})
-    results = [evaluate_set(p, k, e, sets[p], cells, rows_by_e[e], table) for p in proxies for k in ks for e in epoch_values]
-    used = {(settings_for(args, e, space_options).key, a) for e in epoch_values for a in order}
-    used |= {(settings_for(args, 1, {}).key, r["arch"]) for r in full_rows}
+    results = [evaluate_set(p, k, e, seed, sets[p], cells, rows_by[(e, seed)], table)
+               for p in proxies for k in ks for e in epoch_values for seed in seeds]
+    used = {(settings_for(args, e, space_options, seed).key, a) for e in epoch_values for seed in seeds for a in order}
+    used |= {(settings_for(args, 1, {}, seeds[0]).key, r["arch"]) for r in full_rows}
     summary = {
         "command": "python benchmarks/final_selection.py " + shlex.join(portable_argv(sys.argv[1:] if argv is None else argv, args)),
         "cells": len(cells),
         "candidate_runs": [f"RUNS/{Path(r).resolve().name}" for r in args.candidates_from],
-        "settings": {k: v for k, v in settings_for(args, 1, space_options).to_dict().items() if k not in ("epochs", "top")},
+        "settings": {k: v for k, v in settings_for(args, 1, space_options, seeds[0]).to_dict().items()
+                     if k not in ("epochs", "top", "seed")},
+        "seeds": seeds,
         "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                         "platform": platform.platform(terse=True), "cpu_count": __import__("os").cpu_count(),
                         "load_average": load},
