@@ -274,10 +274,17 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 def portable_argv(argv: list[str], args: argparse.Namespace) -> list[str]:
-    """The arguments as a reader reruns them: each ``--candidates-from`` run as ``RUNS/<name>``."""
-    runs = {r: f"RUNS/{Path(r).resolve().name}" for r in args.candidates_from}
-    return [runs.get(a, a) for a in argv]
+    """The arguments as a reader reruns them from the repository: each ``--candidates-from`` run
+    as ``RUNS/<name>``, an ``--out`` inside the repository relative to it."""
+    shown = {r: f"RUNS/{Path(r).resolve().name}" for r in args.candidates_from}
+    out = Path(args.out).resolve()
+    if out.is_relative_to(REPO_ROOT):
+        shown[args.out] = str(out.relative_to(REPO_ROOT))
+    return [shown.get(a, a) for a in argv]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
