@@ -232,6 +232,18 @@ def best_visited(encoded: Sequence[str]) -> dict[str, float] | None:
 # --- running the plan ---------------------------------------------------------------------
 
 
+def _still_running(processes: list[subprocess.Popen], seconds: float) -> list[subprocess.Popen]:
+    """The processes that have not exited after waiting up to ``seconds`` in all."""
+    deadline = time.monotonic() + seconds
+    running = []
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            running.append(process)
+    return running
+
+
 @dataclass
 class Runner:
     """Runs (or resumes, or skips) each plan entry; ``launch`` is a seam for tests."""
@@ -263,23 +275,15 @@ class Runner:
         that each store records an interrupted run that a rerun resumes.
 
         Ctrl-C in a terminal reaches the children too: they get ``grace`` seconds to stop by
-        themselves; the rest (this process alone got SIGTERM, or its Ctrl-C) get SIGTERM, which
-        ``rznas search`` handles like Ctrl-C, and are killed if they have not stopped after ``timeout``."""
+        themselves; the rest (e.g. only this process got SIGTERM) get SIGTERM, which ``rznas search``
+        handles like Ctrl-C, and are killed if they have not stopped after ``timeout``."""
         with self._children_lock:
             children = list(self._children)
-        deadline = time.monotonic() + grace
-        for process in children:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.terminate()
-        deadline = time.monotonic() + timeout
-        for process in children:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for process in _still_running(children, grace):
+            process.terminate()
+        for process in _still_running(children, timeout):
+            process.kill()
+            process.wait()
 
     def run_entry(self, entry: PlanEntry) -> str:
         """Make ``entry``'s run finished; returns what was done ('skipped', 'resumed', 'started')."""
