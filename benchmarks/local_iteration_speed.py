@@ -33,9 +33,11 @@ import llama_cpp
 from rznas.llm import local_backend
 from rznas.llm.parse import extract_json_object
 from rznas.proxies import get_proxy
-from rznas.search.memory import Note
+from rznas.search.memory import Note, clean_note
 from rznas.search.edits import edit_format
-from rznas.search.prompt import MutationPrompt, PreviousOutcome, PromptOptions, edit_reply_schema, mutation_schema
+from rznas.search.prompt import (
+    REFLECTION_MAX_CHARS, MutationPrompt, PreviousOutcome, PromptOptions, edit_reply_schema, mutation_schema,
+)
 from rznas.spaces import get_space
 
 PARENT = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_1x1~0|avg_pool_3x3~1|skip_connect~2|"
@@ -44,8 +46,11 @@ CHILD = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_po
 MAX_TOKENS = 160 + 80
 TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 
-#: name -> (context settings, threads); variants with equal context settings share a context
-VARIANTS: dict[str, tuple[dict[str, Any], int | None]] = {
+#: name -> (context settings, threads[, prompt settings]); variants with equal context settings
+#: share a context. Prompt settings (PROMPT_DEFAULTS): "note_max_chars" cuts the notes shown and
+#: caps the required reflection (`--note-max-chars`); "reflect": False is a call of
+#: `--reflect-every N` that reports no previous outcome, and whose grammar has no reflection field.
+VARIANTS: dict[str, tuple[Any, ...]] = {
     "default": ({}, None),
     "2 threads": ({}, 2),
     "flash attention": ({"flash_attn": True}, None),
@@ -57,19 +62,57 @@ VARIANTS: dict[str, tuple[dict[str, Any], int | None]] = {
     "f16 weights": ({"model": "f16"}, None),
     "repeat penalty 1.0": ({"repeat_penalty": 1.0}, None),
     "q8_0 weights + repeat penalty 1.0": ({"model": "q8_0", "repeat_penalty": 1.0}, None),
+    "q8_0 2 threads + notes 160": ({"model": "q8_0"}, 2, {"note_max_chars": 160}),
+    "q8_0 2 threads + no outcome": ({"model": "q8_0"}, 2, {"reflect": False}),
+    "q8_0 2 threads + no outcome + no thinking": ({"model": "q8_0"}, 2, {"reflect": False, "thinking": False}),
+    "q8_0 2 threads + no thinking": ({"model": "q8_0"}, 2, {"thinking": False}),
+    "q8_0 2 threads + notes 160 + no thinking": ({"model": "q8_0"}, 2, {"note_max_chars": 160, "thinking": False}),
+    "q8_0 2 threads + notes 160 + no outcome + no thinking": (
+        {"model": "q8_0"}, 2, {"note_max_chars": 160, "reflect": False, "thinking": False},
+    ),
 }
+#: the search's defaults: notes and reflection of up to 300 characters, an outcome in every
+#: call, a "thinking" field in the grammar (`--no-thinking` leaves it out)
+PROMPT_DEFAULTS: dict[str, Any] = {"note_max_chars": REFLECTION_MAX_CHARS, "reflect": True, "thinking": True}
 
 
-def call_messages(prompt: MutationPrompt, number: int, texts: list[str] | None = None) -> list[Any]:
-    """A fused mutation call with notes of its own (the tail differs from its first token):
-    synthetic ones, or 1-3 of ``texts`` (reflections a search wrote) chosen by ``number``."""
+def prompt_settings(name: str) -> dict[str, Any]:
+    """The prompt settings of variant ``name`` (the search's defaults where it names none)."""
+    return {**PROMPT_DEFAULTS, **(VARIANTS[name][2] if len(VARIANTS[name]) > 2 else {})}
+
+
+def call_messages(
+    prompt: MutationPrompt, number: int, texts: list[str] | None = None, *, count: int | None = None,
+    note_max_chars: int = REFLECTION_MAX_CHARS, reflect: bool = True, thinking: bool = True,
+) -> list[Any]:
+    """A fused mutation call with ``count`` notes (1-3; default by ``number``) of its own (the tail
+    differs from its first token): synthetic ones, or ``texts`` (reflections a search wrote)
+    chosen by ``number``, cut to ``note_max_chars`` as the search's memory cuts them; the
+    previous outcome with ``reflect`` (``thinking`` changes the grammar only, not the messages).
+    The variants of one round get the same count, so none is shown systematically more notes."""
+    count = number % 3 + 1 if count is None else count
     if texts:
-        notes = [Note(number * 3 + i, texts[(number * 3 + i) % len(texts)]) for i in range(number % 3 + 1)]
+        notes = [Note(number * 3 + i, clean_note(texts[(number * 3 + i) % len(texts)], note_max_chars))
+                 for i in range(count)]
     else:
         notes = [Note(number * 3 + i, f"note {number}.{i}: keep nor_conv_3x3 on edge {i}; avoid none into the last node")
-                 for i in range(number % 3 + 1)]
-    previous = PreviousOutcome(PARENT, 700.0 + number, CHILD, "complete", 701.5 + number, "")
+                 for i in range(count)]
+    previous = PreviousOutcome(PARENT, 700.0 + number, CHILD, "complete", 701.5 + number, "") if reflect else None
     return prompt.messages(PARENT, 700.0 + number, notes, previous=previous)
+
+
+def reply_schema(prompt: MutationPrompt, reply_format: str, note_max_chars: int, reflect: bool, thinking: bool) -> dict:
+    """The schema a search sends with these settings: per parent for edits; the reflection field
+    required and capped at ``note_max_chars`` when the call reports an outcome, absent when not;
+    the "thinking" field only with ``thinking``."""
+    space = prompt.space
+    cap = min(REFLECTION_MAX_CHARS, note_max_chars)
+    if reply_format == "edit":
+        assert prompt.edits is not None
+        return edit_reply_schema(prompt.edits, space.decode(PARENT), fused_reflection=reflect,
+                                 require_reflection=reflect, reflection_max_chars=cap, thinking=thinking)
+    return mutation_schema(space, constrain=True, fused_reflection=reflect, require_reflection=reflect,
+                           reflection_max_chars=cap, thinking=thinking)
 
 
 def reply_is_valid(text: str, reply_format: str) -> bool:
@@ -96,11 +139,16 @@ def timed_call(
     perf = llama_cpp.llama_perf_context(ctx)
     llama_cpp.llama_perf_context_reset(ctx)
     valid = reply_is_valid(completion.text, reply_format)
+    try:
+        said = extract_json_object(completion.text).get("reflection")
+    except Exception:  # an unparsable reply is already counted as not valid
+        said = None
     return {
         "wall_s": wall, "prompt_eval_s": perf.t_p_eval_ms / 1000, "prompt_tokens_evaluated": perf.n_p_eval,
         "generate_s": perf.t_eval_ms / 1000, "output_tokens": completion.output_tokens,
         "other_s": wall - (perf.t_p_eval_ms + perf.t_eval_ms) / 1000, "input_tokens": completion.input_tokens,
         "valid_arch": valid, "finish_reason": completion.extra.get("finish_reason"),
+        "reflection_chars": len(said) if isinstance(said, str) else 0,
         "text": completion.text,
     }
 
@@ -130,34 +178,32 @@ def main() -> int:
     space = get_space("nb201")
     options = PromptOptions(fused_reflection=True, lean=True, reply_format=args.reply_format)
     prompt = MutationPrompt(space, get_proxy(args.proxy), options)
-    if args.reply_format == "edit":  # as a search sends it: per parent, the reflection required
-        assert prompt.edits is not None
-        schema = edit_reply_schema(prompt.edits, space.decode(PARENT), fused_reflection=True, require_reflection=True)
-    else:
-        schema = mutation_schema(space, constrain=True, fused_reflection=True)
+    schemas = {name: reply_schema(prompt, args.reply_format, **prompt_settings(name)) for name in names}
     clients: dict[str, local_backend.LocalLlamaClient] = {}
     for name in names:
-        settings, _ = VARIANTS[name]
+        settings = VARIANTS[name][0]
         key = json.dumps(settings, sort_keys=True)
         if key not in clients:
             clients[key] = local_backend.LocalLlamaClient(seed=0, context_slots=1, **settings)
             started = time.perf_counter()
-            clients[key].complete(call_messages(prompt, 0, texts), temperature=0.2, max_tokens=MAX_TOKENS, json_schema=schema)
+            clients[key].complete(call_messages(prompt, 0, texts), temperature=0.2, max_tokens=MAX_TOKENS,
+                                  json_schema=schemas[name])
             llama_cpp.llama_perf_context_reset(clients[key].context(0).llama._ctx.ctx)  # count the timed calls only
             print(f"{key}: static prefix in {time.perf_counter() - started:.1f} s (not timed)", file=sys.stderr, flush=True)
     calls: dict[str, list[dict]] = {name: [] for name in names}
     default_threads = local_backend.default_threads()
     for round_number in range(1, args.rounds + 1):
         for index, name in enumerate(names):
-            settings, threads = VARIANTS[name]
+            settings, threads = VARIANTS[name][:2]
             client = clients[json.dumps(settings, sort_keys=True)]
             llama = client.context(0).llama
             n = threads or default_threads
             llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
             row = timed_call(
                 # variants sharing a context get different notes, so none reuses the previous call's tail
-                client, call_messages(prompt, round_number * len(names) + index, texts), schema, TEMPERATURES[round_number % 5],
-                args.reply_format,
+                client, call_messages(prompt, round_number * len(names) + index, texts, count=round_number % 3 + 1,
+                                      **prompt_settings(name)),
+                schemas[name], TEMPERATURES[round_number % 5], args.reply_format,
             )
             calls[name].append(row)
             print(f"round {round_number} {name}: {row['wall_s']:.2f} s ({row['prompt_tokens_evaluated']} tail tokens "
@@ -170,6 +216,7 @@ def main() -> int:
     payload = {"command": command, "proxy": args.proxy, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
                "reply_format": args.reply_format, "notes": str(args.notes) if args.notes else "synthetic",
                "settings": {name: VARIANTS[name][0] for name in names},
+               "prompt_settings": {name: prompt_settings(name) for name in names},
                "weights": {name: clients[json.dumps(VARIANTS[name][0], sort_keys=True)].path.name for name in names},
                "platform": platform.platform(), "cpu_count": os.cpu_count(),
                "load_average_end": [round(x, 2) for x in os.getloadavg()], "llama_cpp_python": llama_cpp.__version__,
@@ -194,11 +241,40 @@ def summarize_calls(payload: dict) -> list[dict]:
             **{f"mean_{k}": round(mean(calls, k), 3) for k in
                ("wall_s", "prompt_eval_s", "generate_s", "other_s", "prompt_tokens_evaluated", "output_tokens")},
             "valid_arch": sum(r["valid_arch"] for r in all_calls), "replies": len(all_calls),
+            "prompt_settings": payload.get("prompt_settings", {}).get(name, PROMPT_DEFAULTS),
+            "mean_reflection_chars": round(mean(calls, "reflection_chars"), 1) if "reflection_chars" in calls[0] else None,
             # throughput over the timed calls: tokens summed over seconds summed (not a mean of ratios)
             "tail_tokens_per_s": _ratio(calls, "prompt_tokens_evaluated", "prompt_eval_s"),
             "output_tokens_per_s": _ratio(calls, "output_tokens", "generate_s"),
         })
     return rows
+
+
+def sparse_reflection_lines(rows: list[dict], every: tuple[int, ...] = (2, 3, 5)) -> list[str]:
+    """Mean seconds per iteration with `--reflect-every N`: one call in N reports the outcome
+    (the variant with it), N - 1 do not (the same variant without it), from the measured means."""
+    def key(row: dict) -> tuple:
+        ps = {**PROMPT_DEFAULTS, **row.get("prompt_settings", {})}
+        return json.dumps(row["settings"], sort_keys=True), row["threads"], ps["note_max_chars"]
+
+    def reflects(row: dict) -> bool:
+        return bool({**PROMPT_DEFAULTS, **row.get("prompt_settings", {})}["reflect"])
+
+    lines = []
+    for quiet in (r for r in rows if not reflects(r)):
+        # the reporting call of the same settings, with thinking as the quiet call has it (else any)
+        same = [r for r in rows if reflects(r) and key(r) == key(quiet)]
+        thinking = {**PROMPT_DEFAULTS, **quiet.get("prompt_settings", {})}["thinking"]
+        same.sort(key=lambda r: {**PROMPT_DEFAULTS, **r.get("prompt_settings", {})}["thinking"] != thinking)
+        if not same:
+            continue
+        loud = same[0]
+        means = ", ".join(
+            f"N = {n}: {(loud['mean_wall_s'] + (n - 1) * quiet['mean_wall_s']) / n:.2f} s" for n in every
+        )
+        lines.append(f"- `--reflect-every N` from \"{loud['variant']}\" (1 call in N) and \"{quiet['variant']}\" "
+                     f"(N - 1 in N): {means}")
+    return ["", "Seconds per iteration with sparse reflection (computed from the rows above):", ""] + lines if lines else []
 
 
 def write_results(payload: dict, out: Path) -> None:
@@ -218,18 +294,23 @@ def write_results(payload: dict, out: Path) -> None:
         f"{payload.get('notes', 'synthetic')}; client settings per variant: "
         f"{json.dumps(payload.get('settings', 'not recorded (llama.cpp repeat penalty 1.0 then)'))}.",
         "",
-        "| variant | weights | threads | s / iteration | tail tokens | prompt eval s | output tokens | generate s | "
-        "other s | tail tokens / s | output tokens / s | valid replies |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | weights | threads | notes / reflection cap (chars) | outcome reported | thinking field | s / iteration | "
+        "tail tokens | prompt eval s | output tokens | generate s | other s | tail tokens / s | output tokens / s | "
+        "reflection chars | valid replies |",
+        "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        ps = {**PROMPT_DEFAULTS, **r.get("prompt_settings", {})}
+        chars = "-" if r.get("mean_reflection_chars") is None else f"{r['mean_reflection_chars']:.0f}"
         lines.append(
             f"| {r['variant']} | {payload.get('weights', {}).get(r['variant'], 'Q4_1 (shipped)')} | {r['threads']} | "
+            f"{ps['note_max_chars']} | {'yes' if ps['reflect'] else 'no'} | {'yes' if ps['thinking'] else 'no'} | "
             f"{r['mean_wall_s']:.2f} | {r['mean_prompt_tokens_evaluated']:.0f} | "
             f"{r['mean_prompt_eval_s']:.2f} | {r['mean_output_tokens']:.0f} | {r['mean_generate_s']:.2f} | "
             f"{r['mean_other_s']:.2f} | {r['tail_tokens_per_s']:.0f} | {r['output_tokens_per_s']:.1f} | "
-            f"{r['valid_arch']}/{r['replies']} |"
+            f"{chars} | {r['valid_arch']}/{r['replies']} |"
         )
+    lines += sparse_reflection_lines(rows)
     if payload.get("summarized_by"):
         lines += ["", f"Table recomputed from the JSON's calls by `{payload['summarized_by']}`."]
     out.parent.mkdir(parents=True, exist_ok=True)

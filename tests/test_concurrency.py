@@ -67,9 +67,9 @@ def log(trials, calls, reflections):
     )
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_concurrency_one_equals_the_sequential_loop(tmp_path, fused):
-    cfg = config(fused_reflection=fused)
+@pytest.mark.parametrize("fused,every", [(False, 1), (True, 1), (False, 3), (True, 3)])
+def test_concurrency_one_equals_the_sequential_loop(tmp_path, fused, every):
+    cfg = config(fused_reflection=fused, reflect_every=every)
     reply = fused_mutator if fused else mutator_reply
     _, *seq = run(tmp_path, cfg, reply, name="sequential")
     _, *con = run(tmp_path, cfg, reply, name="concurrent", force_async=True)
@@ -126,6 +126,31 @@ def test_fused_reflection_is_parsed_stored_and_shown(tmp_path):
     best = json.loads((tmp_path / "run" / "best_arch.json").read_text())
     assert best["fused_reflection"] is True and best["tokens"]["calls"] == 5
     assert best["tokens"]["per_iteration"]["calls"] == 1.0
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_reflect_every_n_reflects_on_the_steps_whose_trial_number_it_divides(tmp_path, fused):
+    cfg = config(fused_reflection=fused, reflect_every=3, iterations=9)
+    _, trials, calls, reflections, client = run(tmp_path, cfg, fused_mutator if fused else mutator_reply)
+    evolve = [t.number for t in trials if t.iteration > 0]  # trials 4..12
+    assert sorted(reflections) == [n for n in evolve if n % 3 == 0]  # 6, 9, 12
+    if fused:
+        assert {c["purpose"] for c in calls} == {"mutate"}
+        reported = [n for n, p in zip(evolve, client.inner.prompts) if "Outcome of your previous mutation" in p[-1].content]
+        assert reported == [6, 9, 12]
+    else:
+        assert sorted(c["trial_number"] for c in calls if c["purpose"] == "reflect") == [6, 9, 12]
+    # a resumed run reflects on the same steps
+    split = config(fused_reflection=fused, reflect_every=3, iterations=4)
+    run(tmp_path, split, fused_mutator if fused else mutator_reply, name="split")
+    client = create_client("scripted:test", replies=fused_mutator if fused else mutator_reply)
+    resumed = SearchRun.resume(tmp_path / "split", overrides={"iterations": 9}, client=client, progress=Progress(enabled=False))
+    try:
+        resumed.run()
+        assert sorted(resumed.store.reflections()) == sorted(reflections)
+        assert [t.log_record() for t in resumed.store.trials()] == [t.log_record() for t in trials]
+    finally:
+        resumed.close()
 
 
 def test_static_prompt_prefix_is_byte_identical_with_fused_reflection():

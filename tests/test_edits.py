@@ -324,6 +324,49 @@ def test_constrained_fused_reflection_requires_the_reflection_after_the_first_ca
     assert all("reflection" not in s["properties"] for s in plain.schemas if s is not None)
 
 
+@pytest.mark.parametrize("reply_format", ["edit", "arch"])
+def test_sparse_fused_reflection_offers_the_field_only_where_an_outcome_is_reported(tmp_path, reply_format):
+    # reflect_every 3: only trials 6, 9 (numbers; population 4) report an outcome and must reflect;
+    # the other calls' grammar has no "reflection" field (no output tokens spent on it)
+    spy = EditSpy('{"arch": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"}') if reply_format == "arch" else EditSpy()
+    run_with(tmp_path, spy, constrain_arch="on", reply_format=reply_format, fused_reflection=True,
+             iterations=6, reflect_every=3, note_max_chars=120)
+    mutate = [s for s in spy.schemas if s is not None]
+    assert len(mutate) == 6  # trials 4..9
+    reflecting = [n for n, s in zip(range(4, 10), mutate) if "reflection" in s["properties"]]
+    assert reflecting == [6, 9]
+    for number, schema in zip(range(4, 10), mutate):
+        if number in reflecting:
+            assert "reflection" in schema["required"]
+            assert schema["properties"]["reflection"]["maxLength"] == 120  # capped at the note length
+    with pytest.raises(ConfigError, match="reflect_every must be >= 1"):
+        SearchConfig(proxy="params", reflect_every=0)
+
+
+@pytest.mark.parametrize("reply_format", ["edit", "arch"])
+def test_no_thinking_leaves_the_field_out_of_constrained_grammars_only(tmp_path, reply_format):
+    spy = EditSpy('{"arch": "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"}') if reply_format == "arch" else EditSpy()
+    run_with(tmp_path, spy, constrain_arch="on", reply_format=reply_format, fused_reflection=True, reply_thinking=False)
+    mutate = [s for s in spy.schemas if s is not None]
+    assert mutate and all("thinking" not in s["properties"] for s in mutate)
+    assert all("reflection" in s["properties"] for s in mutate[1:])  # the reflection is still asked for
+    # without a grammar the reply is free text; the field stays in the loose schema
+    loose = edit_reply_schema(edit_format(get_space("nb201")), None, thinking=False)
+    assert "thinking" in loose["properties"]
+
+
+def test_the_search_flags_for_fewer_llm_tokens_reach_the_config():
+    import argparse
+
+    from rznas.commands.search import add_parser, overrides_from
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["search", "--no-thinking", "--reflect-every", "3", "--note-max-chars", "160"])
+    assert overrides_from(args) == {"reply_thinking": False, "reflect_every": 3, "note_max_chars": 160}
+    assert overrides_from(parser.parse_args(["search"])) == {}
+
+
 def test_unconstrained_edit_that_changes_nothing_is_a_duplicate(tmp_path):
     # without a grammar (remote backends) the edit is checked by code: the parent back is a duplicate
     space = get_space("nb201")

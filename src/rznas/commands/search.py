@@ -44,6 +44,8 @@ _VALUE_FLAGS = {
     "ray_address": "ray_address",
     "score_cache": "score_cache",
     "concurrency": "concurrency",
+    "reflect_every": "reflect_every",
+    "note_max_chars": "note_max_chars",
     "final_train_top": "final_train_top",
     "final_epochs": "final_epochs",
     "final_data": "final_data",
@@ -59,6 +61,7 @@ _SWITCHES = {
     "no_example": "example",
     "no_code_description": "code_description",
     "no_text_description": "text_description",
+    "no_thinking": "reply_thinking",
 }
 _ON_SWITCHES = {"fused_reflection": "fused_reflection", "lean_prompt": "lean_prompt"}
 
@@ -156,6 +159,20 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     llm.add_argument(
         "--fused-reflection", action="store_true", default=s,
         help="reflect on the previous trial inside the next mutation call (one LLM call per iteration)",
+    )
+    llm.add_argument(
+        "--reflect-every", type=int, default=s, metavar="N",
+        help="reflect on every N-th mutation step only (default 1: every step, the paper); fewer LLM "
+        "tokens per iteration, fewer notes",
+    )
+    llm.add_argument(
+        "--no-thinking", action="store_true", default=s,
+        help="constrained replies without the free 'thinking' field (fewer output tokens per iteration)",
+    )
+    llm.add_argument(
+        "--note-max-chars", type=int, default=s, metavar="N",
+        help="longest reflection note kept and shown (default 300); a constrained fused reflection is "
+        "capped there too, so a smaller N means fewer LLM tokens per iteration",
     )
     llm.add_argument(
         "--lean-prompt", action="store_true", default=s,

@@ -118,6 +118,11 @@ class SearchConfig:
     score_cache: str | None = "default"  # "default" ($RZNAS_CACHE_DIR or ~/.cache/rznas), a path, or "none"
     concurrency: int = 1  # proposals in flight at once (1 = the paper's sequential loop)
     fused_reflection: bool = False  # reflect on the previous trial inside the next mutation call
+    # reflect on every N-th mutation step only (1 = the paper: every step); the reflecting steps
+    # are a pure function of the trial number, so a resume or replay reflects on the same ones
+    reflect_every: int = 1
+    # constrained replies carry a short free "thinking" field (False: left out of the grammar)
+    reply_thinking: bool = True
     lean_prompt: bool = False  # prompt code blocks without docstrings/comments (fewer tokens)
     # final selection (docs/search.md): after the evolution, train the K best-scoring distinct
     # architectures briefly and return the one with the best held-out validation accuracy (0 = off)
@@ -134,7 +139,10 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
-        positive = ("population", "batch_size", "probe_chunks", "mutate_max_tokens", "reflect_max_tokens", "max_reply_chars")
+        positive = (
+            "population", "batch_size", "probe_chunks", "mutate_max_tokens", "reflect_max_tokens", "max_reply_chars",
+            "reflect_every", "note_max_chars",
+        )
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

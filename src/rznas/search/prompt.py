@@ -70,11 +70,14 @@ REFLECTION_MAX_CHARS = 300
 
 
 def mutation_schema(
-    space: SearchSpace, *, constrain: bool, fused_reflection: bool = False, require_reflection: bool = False
+    space: SearchSpace, *, constrain: bool, fused_reflection: bool = False, require_reflection: bool = False,
+    reflection_max_chars: int = REFLECTION_MAX_CHARS, thinking: bool = True,
 ) -> dict[str, Any]:
-    """The reply schema; ``constrain`` adds the space's encoding regex and a short thinking,
-    ``fused_reflection`` a "reflection" field (advice on the previous trial), required with
-    ``require_reflection`` (a call that reports a previous outcome).
+    """The reply schema; ``constrain`` adds the space's encoding regex and a short thinking
+    (left out with ``thinking`` False: fewer output tokens),
+    ``fused_reflection`` a "reflection" field (advice on the previous trial) of at most
+    ``reflection_max_chars``, required with ``require_reflection`` (a call that reports a
+    previous outcome).
 
     With a grammar-constrained backend (the local one) this makes every reply a
     well-formed architecture string, which a 135M-parameter model cannot manage alone.
@@ -88,12 +91,11 @@ def mutation_schema(
     pattern = arch_pattern(space)
     if pattern is None:
         raise ConfigError(f"space {space.name!r} has no encoding pattern, so replies cannot be constrained to it")
-    properties: dict[str, Any] = {
-        "arch": {"type": "string", "pattern": pattern},
-        "thinking": {"type": "string", "maxLength": THINKING_MAX_CHARS},
-    }
+    properties: dict[str, Any] = {"arch": {"type": "string", "pattern": pattern}}
+    if thinking:
+        properties["thinking"] = {"type": "string", "maxLength": THINKING_MAX_CHARS}
     if fused_reflection:
-        properties["reflection"] = {"type": "string", "minLength": 1, "maxLength": REFLECTION_MAX_CHARS}
+        properties["reflection"] = {"type": "string", "minLength": 1, "maxLength": reflection_max_chars}
     required = _required("arch", fused_reflection and require_reflection)
     return {"type": "object", "properties": properties, "required": required}
 
@@ -106,22 +108,25 @@ def _required(answer: str, reflection: bool) -> list[str]:
 
 def edit_reply_schema(
     edits: EditFormat, parent: Architecture | None, *, fused_reflection: bool = False, require_reflection: bool = False,
-    exclude: Collection[str] = (),
+    exclude: Collection[str] = (), reflection_max_chars: int = REFLECTION_MAX_CHARS, thinking: bool = True,
 ) -> dict[str, Any]:
     """The schema of an edit reply. With ``parent`` (grammar-constrained backends) the "edit"
     field admits exactly the edits that change it, and thinking is kept short; without, any
     object (the edit is checked when applied). ``require_reflection``: the fused "reflection"
     field must be written (constrained backends, a call that reports a previous outcome).
-    ``exclude``: ids of evaluated cells the constrained edit may not lead to (EditFormat.schema)."""
+    ``exclude``: ids of evaluated cells the constrained edit may not lead to (EditFormat.schema);
+    ``reflection_max_chars``: the constrained reflection's length cap; ``thinking`` False: the
+    constrained reply has no "thinking" field (fewer output tokens)."""
     constrained = parent is not None
     text = {"type": "string", "maxLength": THINKING_MAX_CHARS} if constrained else {"type": "string"}
     properties: dict[str, Any] = {
         "edit": edits.schema(parent, exclude) if parent is not None else edits.loose_schema(),
-        "thinking": text,
     }
+    if thinking or not constrained:
+        properties["thinking"] = text
     if fused_reflection:
         properties["reflection"] = (
-            {"type": "string", "minLength": 1, "maxLength": REFLECTION_MAX_CHARS} if constrained else {"type": "string"}
+            {"type": "string", "minLength": 1, "maxLength": reflection_max_chars} if constrained else {"type": "string"}
         )
     required = _required("edit", fused_reflection and require_reflection and constrained)
     return {"type": "object", "properties": properties, "required": required}

@@ -17,7 +17,7 @@ from ..spaces.base import SearchSpace
 from .edits import edit_json
 from .gateway import LLMGateway, call_seed
 from .memory import Note
-from .prompt import MutationPrompt, PreviousOutcome, edit_reply_schema, mutation_schema
+from .prompt import REFLECTION_MAX_CHARS, MutationPrompt, PreviousOutcome, edit_reply_schema, mutation_schema
 from ..trial import Member, TrialState
 
 #: the paper's temperature set; one value is drawn per LLM call
@@ -133,6 +133,12 @@ class LLMProposer:
         self.max_tokens = int(opts.pop("max_tokens", 256))
         self.max_reply_chars = int(opts.pop("max_reply_chars", 20_000))
         self.fused_reflection = bool(opts.pop("fused_reflection", False))
+        # reflecting on every N-th step only: the other calls' replies have no "reflection" field
+        self.sparse_reflection = int(opts.pop("reflect_every", 1)) > 1
+        # a constrained reflection is cut where the note would be (fewer output and prompt tokens)
+        self.reflection_max_chars = int(opts.pop("reflection_max_chars", REFLECTION_MAX_CHARS))
+        # constrained replies without the free "thinking" field (fewer output tokens)
+        self.thinking = bool(opts.pop("thinking", True))
         self.constrain = bool(opts.pop("constrain_arch", False))
         self.reply_format = str(opts.pop("reply_format", "arch"))
         if self.reply_format not in ("arch", "edit"):
@@ -144,12 +150,21 @@ class LLMProposer:
             )
         arch_reply = self.reply_format == "arch"
         self.schema = (
-            mutation_schema(self.space, constrain=self.constrain, fused_reflection=self.fused_reflection)
+            mutation_schema(
+                self.space, constrain=self.constrain, fused_reflection=self.fused_reflection,
+                reflection_max_chars=self.reflection_max_chars, thinking=self.thinking,
+            )
             if arch_reply else None
+        )
+        self.plain_schema = (
+            mutation_schema(self.space, constrain=self.constrain, thinking=self.thinking) if arch_reply else None
         )
         # a constrained call that reports a previous outcome must carry the reflection
         self.reflecting_schema = (
-            mutation_schema(self.space, constrain=True, fused_reflection=True, require_reflection=True)
+            mutation_schema(
+                self.space, constrain=True, fused_reflection=True, require_reflection=True,
+                reflection_max_chars=self.reflection_max_chars, thinking=self.thinking,
+            )
             if arch_reply and self.constrain and self.fused_reflection else None
         )
         if opts:
@@ -181,7 +196,8 @@ class LLMProposer:
         reflection = ""
         # a constrained call that reports the previous outcome must reflect on it
         reflect = self.constrain and self.fused_reflection and previous is not None and self.prompt.options.reflection
-        schema = self.reply_schema(parent.arch, reflect=reflect, evaluated=evaluated)
+        offer = self.fused_reflection and not (self.sparse_reflection and previous is None)
+        schema = self.reply_schema(parent.arch, reflect=reflect, evaluated=evaluated, offer_reflection=offer)
         for attempt in range(self.repair_attempts + 1):
             call = self.gateway.complete(
                 purpose,
@@ -217,18 +233,24 @@ class LLMProposer:
         return self.prompt.edits.exhausted(parent, evaluated)
 
     def reply_schema(
-        self, parent: Architecture, *, reflect: bool = False, evaluated: Collection[str] = ()
+        self, parent: Architecture, *, reflect: bool = False, evaluated: Collection[str] = (),
+        offer_reflection: bool | None = None,
     ) -> dict[str, Any] | None:
         """The schema handed to the backend: per parent for constrained edits (only edits that
         change ``parent``, and lead to no cell in ``evaluated``, are admitted), else the same
         for every call; with ``reflect`` and a constrained backend, the fused "reflection"
-        field is required."""
+        field is required; ``offer_reflection`` False: no "reflection" field at all (a call
+        that reports no previous outcome, with sparse reflection; default: fused reflection)."""
+        offer = self.fused_reflection if offer_reflection is None else offer_reflection
         if self.reply_format != "edit":
-            return self.reflecting_schema if reflect and self.reflecting_schema is not None else self.schema
+            if reflect and self.reflecting_schema is not None:
+                return self.reflecting_schema
+            return self.schema if offer == self.fused_reflection else self.plain_schema
         assert self.prompt.edits is not None
         return edit_reply_schema(
-            self.prompt.edits, parent if self.constrain else None, fused_reflection=self.fused_reflection,
-            require_reflection=reflect, exclude=evaluated,
+            self.prompt.edits, parent if self.constrain else None, fused_reflection=offer,
+            require_reflection=reflect, exclude=evaluated, reflection_max_chars=self.reflection_max_chars,
+            thinking=self.thinking,
         )
 
     def parse(self, text: str, parent: Architecture | None = None) -> tuple[Architecture, str]:

@@ -36,7 +36,9 @@ from .gateway import REPLY_KEYS_REPETITION, REPLY_KEYS_SEEDED, CallRecord, LLMGa
 from .memory import Note, ReflectionMemory, clean_note
 from .edits import resolve_reply_format
 from .progress import Progress
-from .prompt import MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPrompt, arch_pattern, min_reply_tokens
+from .prompt import (
+    REFLECTION_MAX_CHARS, MutationPrompt, PreviousOutcome, PromptOptions, ReflectionPrompt, arch_pattern, min_reply_tokens,
+)
 from .proposers import PROPOSERS, Proposal, ProposerContext, Temperature, create_proposer
 from .reflection import Reflector, previous_outcome
 from .strategy import Evolution
@@ -90,6 +92,11 @@ def llm_proposer_options(c: SearchConfig, space: SearchSpace, options: PromptOpt
         # encoding pattern, "on" insists
         "constrain_arch": c.constrain and (edits or c.constrain_arch == "on" or arch_pattern(space) is not None),
         "fused_reflection": options.fused_reflection,
+        # fused and sparse: a call without a previous outcome offers no "reflection" field
+        "reflect_every": c.reflect_every,
+        # a fused reflection longer than a note would be cut when it is kept
+        "reflection_max_chars": min(REFLECTION_MAX_CHARS, c.note_max_chars),
+        "thinking": c.reply_thinking,
     }
 
 
@@ -636,8 +643,18 @@ class SearchRun:
         slot = Slot(seq, ask, own_stream=self.uses_llm and seq >= 0 and self.config.concurrency > 1)
         if ask.parent is not None:
             slot.notes = self.memory.shown() if self.memory is not None else []
-            slot.previous = self._previous if self.fused else None
+            slot.previous = self._previous if self.fused and self._reflects(slot) else None
         return slot
+
+    def _reflects(self, slot: Slot) -> bool:
+        """Whether ``slot``'s step is reflected on (``reflect_every``): a pure function of its
+        persisted identity (trial or dispatch number, as in ``_seed_key``), so a resume or
+        replay reflects on the same steps."""
+        every = self.config.reflect_every
+        if every == 1:
+            return True
+        number = slot.seq if slot.own_stream else slot.ask.number
+        return number % every == 0
 
     def _temperature(self, slot: Slot) -> Temperature | None:
         """Concurrent slots draw from their own stream (seeded by seed and dispatch number), so a
@@ -713,7 +730,7 @@ class SearchRun:
         """The separate reflection call, or the fused reflection carried by the mutation reply."""
         parent, proposal, outcome = slot.ask.parent, slot.proposal, slot.outcome
         assert proposal is not None and outcome is not None
-        if parent is not None and self.reflector is not None:
+        if parent is not None and self.reflector is not None and self._reflects(slot):
             call = self.reflector.reflect(
                 parent, self.space.encode(parent.arch), proposal, outcome, slot.encoded,
                 temperature=self._temperature(slot), seed_key=self._seed_key(slot),
