@@ -63,6 +63,7 @@ def test_tiny_table_end_to_end_with_a_scripted_llm_and_resumable_reruns(tmp_path
     assert rows["params-random-seed0"]["llm_calls"] == {}
     table = (tmp_path / "table.md").read_text()
     assert "paper: plain proxy search" not in table  # params is not one of the paper's proxies
+    assert table.startswith("# NB201 search quality (below the paper's scale")  # a tiny budget is not called the paper's
     assert "| rznas: RZ-NAS (LLM mutation + reflection) | params | 3 / 2 | 1 |" in table
     assert "random search (validation accuracy), same evaluations" in table
     # a rerun skips every finished run and keeps the rows; another invocation adds its rows to the same files
