@@ -241,7 +241,8 @@ def summarize_calls(payload: dict) -> list[dict]:
             **{f"mean_{k}": round(mean(calls, k), 3) for k in
                ("wall_s", "prompt_eval_s", "generate_s", "other_s", "prompt_tokens_evaluated", "output_tokens")},
             "valid_arch": sum(r["valid_arch"] for r in all_calls), "replies": len(all_calls),
-            "prompt_settings": payload.get("prompt_settings", {}).get(name, PROMPT_DEFAULTS),
+            # complete for every row (payloads from before prompt variants had the defaults)
+            "prompt_settings": {**PROMPT_DEFAULTS, **payload.get("prompt_settings", {}).get(name, {})},
             "mean_reflection_chars": round(mean(calls, "reflection_chars"), 1) if "reflection_chars" in calls[0] else None,
             # throughput over the timed calls: tokens summed over seconds summed (not a mean of ratios)
             "tail_tokens_per_s": _ratio(calls, "prompt_tokens_evaluated", "prompt_eval_s"),
@@ -254,18 +255,14 @@ def sparse_reflection_lines(rows: list[dict], every: tuple[int, ...] = (2, 3, 5)
     """Mean seconds per iteration with `--reflect-every N`: one call in N reports the outcome
     (the variant with it), N - 1 do not (the same variant without it), from the measured means."""
     def key(row: dict) -> tuple:
-        ps = {**PROMPT_DEFAULTS, **row.get("prompt_settings", {})}
-        return json.dumps(row["settings"], sort_keys=True), row["threads"], ps["note_max_chars"]
-
-    def reflects(row: dict) -> bool:
-        return bool({**PROMPT_DEFAULTS, **row.get("prompt_settings", {})}["reflect"])
+        return json.dumps(row["settings"], sort_keys=True), row["threads"], row["prompt_settings"]["note_max_chars"]
 
     lines = []
-    for quiet in (r for r in rows if not reflects(r)):
+    for quiet in (r for r in rows if not r["prompt_settings"]["reflect"]):
         # the reporting call of the same settings, with thinking as the quiet call has it (else any)
-        same = [r for r in rows if reflects(r) and key(r) == key(quiet)]
-        thinking = {**PROMPT_DEFAULTS, **quiet.get("prompt_settings", {})}["thinking"]
-        same.sort(key=lambda r: {**PROMPT_DEFAULTS, **r.get("prompt_settings", {})}["thinking"] != thinking)
+        same = [r for r in rows if r["prompt_settings"]["reflect"] and key(r) == key(quiet)]
+        thinking = quiet["prompt_settings"]["thinking"]
+        same.sort(key=lambda r: r["prompt_settings"]["thinking"] != thinking)
         if not same:
             continue
         loud = same[0]
@@ -300,7 +297,7 @@ def write_results(payload: dict, out: Path) -> None:
         "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ps = {**PROMPT_DEFAULTS, **r.get("prompt_settings", {})}
+        ps = r["prompt_settings"]
         chars = "-" if r.get("mean_reflection_chars") is None else f"{r['mean_reflection_chars']:.0f}"
         lines.append(
             f"| {r['variant']} | {payload.get('weights', {}).get(r['variant'], 'Q4_1 (shipped)')} | {r['threads']} | "

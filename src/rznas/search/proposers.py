@@ -156,8 +156,10 @@ class LLMProposer:
             )
             if arch_reply else None
         )
+        # without a "reflection" field: a sparse-reflection call that reports no outcome
         self.plain_schema = (
-            mutation_schema(self.space, constrain=self.constrain, thinking=self.thinking) if arch_reply else None
+            mutation_schema(self.space, constrain=self.constrain, thinking=self.thinking)
+            if arch_reply and self.fused_reflection else self.schema
         )
         # a constrained call that reports a previous outcome must carry the reflection
         self.reflecting_schema = (
@@ -245,7 +247,7 @@ class LLMProposer:
         if self.reply_format != "edit":
             if reflect and self.reflecting_schema is not None:
                 return self.reflecting_schema
-            return self.schema if offer == self.fused_reflection else self.plain_schema
+            return self.schema if offer else self.plain_schema
         assert self.prompt.edits is not None
         return edit_reply_schema(
             self.prompt.edits, parent if self.constrain else None, fused_reflection=offer,

@@ -650,11 +650,7 @@ class SearchRun:
         """Whether ``slot``'s step is reflected on (``reflect_every``): a pure function of its
         persisted identity (trial or dispatch number, as in ``_seed_key``), so a resume or
         replay reflects on the same steps."""
-        every = self.config.reflect_every
-        if every == 1:
-            return True
-        number = slot.seq if slot.own_stream else slot.ask.number
-        return number % every == 0
+        return self._step_number(slot) % self.config.reflect_every == 0
 
     def _temperature(self, slot: Slot) -> Temperature | None:
         """Concurrent slots draw from their own stream (seeded by seed and dispatch number), so a
@@ -672,9 +668,12 @@ class SearchRun:
         """The persisted identity the model seeds of ``slot``'s calls derive from: the run seed
         and the trial number (sequential loop, concurrency 1) or the dispatch number (own
         stream, concurrency > 1); both are rebuilt identically on resume."""
-        if slot.own_stream:
-            return (self.config.seed, "dispatch", slot.seq)
-        return (self.config.seed, "trial", slot.ask.number)
+        return (self.config.seed, "dispatch" if slot.own_stream else "trial", self._step_number(slot))
+
+    @staticmethod
+    def _step_number(slot: Slot) -> int:
+        """``slot``'s persisted number: its dispatch number (own stream) or its trial number."""
+        return slot.seq if slot.own_stream else slot.ask.number
 
     def _skip_parent(self, parent: Member) -> bool:
         """Whether the strategy draws another parent than ``parent``: with ``redraw_exhausted``,
